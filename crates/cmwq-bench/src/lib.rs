@@ -1,0 +1,1 @@
+//! cmwq benchmarks.

@@ -1,0 +1,63 @@
+//! Errors returned where the input can be wrong: names, attributes, CPU numbers, destroyed
+//! workqueues, and thread creation when the kernel would fail too (an unbound pool's first
+//! worker).
+
+use std::{fmt, io};
+
+/// Why a cmwq call was refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A workqueue name must be 1..=31 bytes (`WQ_NAME_LEN` is 32 with the NUL).
+    InvalidName {
+        /// The refused name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A CPU number at or beyond the runtime's CPU count.
+    InvalidCpu {
+        /// The refused CPU number.
+        cpu: usize,
+        /// How many CPUs the runtime models.
+        nr_cpus: usize,
+    },
+    /// Attributes that cannot go together (for example `ordered` with `highpri` on a per-CPU
+    /// queue, or `max_active` on an ordered queue).
+    InvalidAttrs(&'static str),
+    /// The workqueue is being destroyed (or drained) and accepts no new work from outside.
+    Destroyed {
+        /// The workqueue's name.
+        name: String,
+    },
+    /// A thread the operation needs could not be created.
+    Spawn(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidName { name, reason } => {
+                write!(f, "invalid workqueue name {name:?}: {reason}")
+            }
+            Error::InvalidCpu { cpu, nr_cpus } => {
+                write!(
+                    f,
+                    "CPU {cpu} does not exist (the runtime has CPUs 0..{nr_cpus})"
+                )
+            }
+            Error::InvalidAttrs(why) => write!(f, "invalid workqueue attributes: {why}"),
+            Error::Destroyed { name } => write!(f, "workqueue {name:?} is being destroyed"),
+            Error::Spawn(e) => write!(f, "could not create a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The manager role: creating workers, the create cooldown, and culling idle workers
+//! (spec §4.5, §4.6).
+//!
+//! * A worker that finds items waiting and no idle worker in reserve becomes the pool's
+//!   manager (at most one at a time, `manager_active`) and creates a worker, dropping the pool
+//!   lock meanwhile. If creation fails, it waits `create_cooldown` (1 s, `CREATE_COOLDOWN`) on
+//!   the runtime's clock and retries while the need lasts. The items stay queued: a failed
+//!   creation never panics and never loses work.
+//! * A pool with no worker at all (its first creation failed) has nobody to act as manager; a
+//!   timer on the timer service retries creation every cooldown instead.
+//! * An idle worker is culled once it has been idle for `idle_timeout` (300 s,
+//!   `IDLE_WORKER_TIMEOUT`) while the pool keeps more idle workers than
+//!   `too_many_workers` allows.
+
+use super::{flags, MonSample, PoolGuard, Sleeping, WorkerPool, WorkerRec};
+use crate::spawn::{SpawnRequest, ThreadKind};
+use crate::sync::{Arc, Parker};
+use std::collections::VecDeque;
+use std::io;
+use std::time::Instant;
+
+/// Creates one worker for `pool` and registers it as idle (`create_worker`).
+pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<()> {
+    join_exited(pool);
+    let parker = Parker::new();
+    let unparker = parker.unparker().clone();
+    let now = pool.env.clock.now();
+    let (id, name) = {
+        let mut g = pool.lock();
+        if g.dying {
+            return Ok(());
+        }
+        let base = if pool.is_cm() {
+            flags::PREP
+        } else {
+            flags::PREP | flags::UNBOUND
+        };
+        let id = g.workers.insert(WorkerRec {
+            flags: base,
+            sleeping: Sleeping::No,
+            unparker: unparker.clone(),
+            current: None,
+            scheduled: VecDeque::new(),
+            last_active: now,
+            handle: None,
+            probe: None,
+            mon: MonSample::default(),
+        });
+        g.nr_workers += 1;
+        (id, format!("kworker/{}:{id}", pool.tag()))
+    };
+    let p = pool.clone();
+    let req = SpawnRequest {
+        name,
+        kind: ThreadKind::Worker,
+        stack_size: pool.env.config.worker_stack_size,
+        body: Box::new(move || super::worker::worker_thread(p, id, parker)),
+    };
+    match pool.env.spawner.spawn(req) {
+        Ok(h) => {
+            let mut g = pool.lock();
+            g.workers[id].handle = Some(h);
+            if g.dying {
+                g.workers[id].flags |= flags::DIE;
+            } else {
+                pool.worker_enter_idle(&mut g, id);
+            }
+            g.workers[id].unparker.unpark();
+            Ok(())
+        }
+        Err(e) => {
+            let mut g = pool.lock();
+            g.workers.remove(id);
+            g.nr_workers -= 1;
+            g.create_failures += 1;
+            if g.create_failures == 1 {
+                eprintln!(
+                    "cmwq: pool {}: cannot create a worker ({e}); retrying every {:?}",
+                    pool.tag(),
+                    pool.env.config.create_cooldown
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Joins the threads of workers that have exited (outside the pool lock).
+pub(crate) fn join_exited(pool: &WorkerPool) {
+    let exited = std::mem::take(&mut pool.lock().exited);
+    for h in exited {
+        let _ = h.join();
+    }
+}
+
+/// Acts as the pool's manager: creates workers until the pool no longer needs one
+/// (`manage_workers` + `maybe_create_worker`). Called and returns with the lock held; drops
+/// it meanwhile.
+pub(crate) fn manage_workers<'a>(pool: &'a Arc<WorkerPool>, mut g: PoolGuard<'a>) -> PoolGuard<'a> {
+    g.manager_active = true;
+    loop {
+        drop(g);
+        loop {
+            if create_worker(pool).is_ok() {
+                break;
+            }
+            if !still_needed(pool) {
+                break;
+            }
+            let deadline = pool.env.clock.now() + pool.env.config.create_cooldown;
+            pool.env.clock.wait_until(&pool.cooldown, Some(deadline));
+            if !still_needed(pool) {
+                break;
+            }
+        }
+        g = pool.lock();
+        if g.dying || !g.need_to_create_worker() {
+            break;
+        }
+    }
+    g.manager_active = false;
+    g
+}
+
+fn still_needed(pool: &WorkerPool) -> bool {
+    let g = pool.lock();
+    !g.dying && g.need_to_create_worker()
+}
+
+/// A pool without any worker got an item: retry creation from the timer service, now and
+/// then every cooldown, until a worker exists. Pool lock held.
+pub(crate) fn create_without_manager(pool: &Arc<WorkerPool>, g: &mut super::PoolLocked) {
+    if g.create_timer_armed || g.dying {
+        return;
+    }
+    g.create_timer_armed = true;
+    let at = pool.env.clock.now();
+    arm_create_timer(pool, at);
+}
+
+fn arm_create_timer(pool: &Arc<WorkerPool>, at: Instant) {
+    let weak = Arc::downgrade(pool);
+    pool.env.timers.arm(at, move || {
+        if let Some(pool) = weak.upgrade() {
+            create_timer_fn(&pool);
+        }
+    });
+}
+
+fn create_timer_fn(pool: &Arc<WorkerPool>) {
+    {
+        let mut g = pool.lock();
+        g.create_timer_armed = false;
+        if g.dying || g.nr_workers > 0 {
+            return;
+        }
+    }
+    if create_worker(pool).is_err() {
+        let mut g = pool.lock();
+        if !g.create_timer_armed && !g.dying && g.nr_workers == 0 {
+            g.create_timer_armed = true;
+            drop(g);
+            arm_create_timer(pool, pool.env.clock.now() + pool.env.config.create_cooldown);
+        }
+    }
+}
+
+/// Arms the idle-cull timer at `at`.
+pub(crate) fn arm_idle_timer(pool: &Arc<WorkerPool>, at: Instant) {
+    let weak = Arc::downgrade(pool);
+    pool.env.timers.arm(at, move || {
+        if let Some(pool) = weak.upgrade() {
+            idle_timer_fn(&pool);
+        }
+    });
+}
+
+/// The idle timer fired (`idle_worker_timeout` + `idle_cull_fn`): while the pool has too many
+/// idle workers and the oldest has been idle for the whole timeout, tell it to exit; otherwise
+/// re-arm for when the oldest expires.
+fn idle_timer_fn(pool: &Arc<WorkerPool>) {
+    let now = pool.env.clock.now();
+    let timeout = pool.env.config.idle_timeout;
+    let mut g = pool.lock();
+    g.idle_timer_armed = false;
+    while g.too_many_workers() && !g.dying {
+        let oldest = g.idle_list[0];
+        let expires = g.workers[oldest].last_active + timeout;
+        if now < expires {
+            g.idle_timer_armed = true;
+            drop(g);
+            arm_idle_timer(pool, expires);
+            return;
+        }
+        g.idle_list.remove(0);
+        let w = &mut g.workers[oldest];
+        w.flags = (w.flags & !flags::IDLE) | flags::DIE;
+        w.unparker.unpark();
+        g.nr_workers -= 1;
+    }
+}

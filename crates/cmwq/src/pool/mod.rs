@@ -1,0 +1,406 @@
+//! Worker pools: one lock over a worklist shared by many workqueues, and the workers that run
+//! it (spec §1.2, §4).
+//!
+//! Per-CPU pools (a normal and a highpri one per CPU, workers pinned to that CPU) are
+//! *concurrency managed*: while one of their workers runs (counts in `nr_running`) a new item
+//! waits; when none runs (all sleep, block, or were marked CPU-intensive) the pool wakes an
+//! idle worker. Unbound pools are not managed: every worker carries `UNBOUND`, `nr_running`
+//! stays 0, and any waiting item wakes a worker; only `max_active` bounds them.
+//!
+//! Invariant kept from the kernel: a worker only starts executing items when at least one
+//! other worker is idle in reserve or a manager is active, so someone can always create the
+//! next worker.
+//!
+//! Locking: everything mutable sits in [`PoolLocked`], behind [`WorkerPool::lock`] (the
+//! kernel's `pool->lock`, tag `L:`). It is never held while user code runs.
+
+pub(crate) mod concurrency;
+pub(crate) mod manager;
+pub(crate) mod worker;
+
+use crate::clock::Sleeper;
+use crate::pwq::PwqLocked;
+use crate::runtime::Env;
+use crate::sync::{thread, Arc, Mutex, MutexGuard, Unparker};
+use crate::work::{Work, NO_NODE};
+use crate::worklist::{List, Nodes};
+use slab::Slab;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::Instant;
+
+/// Worker flags (spec §8). L.
+pub(crate) mod flags {
+    /// Told to exit (culled or shutting down).
+    pub(crate) const DIE: u8 = 1 << 1;
+    /// On the idle list.
+    pub(crate) const IDLE: u8 = 1 << 2;
+    /// Not working yet, or between batches.
+    pub(crate) const PREP: u8 = 1 << 3;
+    /// Marked as a CPU hog (or the workqueue is `cpu_intensive`).
+    pub(crate) const CPU_INTENSIVE: u8 = 1 << 6;
+    /// A worker of an unbound pool: never concurrency managed.
+    pub(crate) const UNBOUND: u8 = 1 << 7;
+    /// Flags that take a worker out of `nr_running` (`WORKER_NOT_RUNNING`).
+    pub(crate) const NOT_RUNNING: u8 = PREP | CPU_INTENSIVE | UNBOUND;
+}
+
+/// Why a busy worker does not count as running although its flags say it could.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sleeping {
+    /// It runs (or we have not noticed otherwise).
+    No,
+    /// Inside `cmwq::blocking` (the hint; acts at once, like `wq_worker_sleeping`).
+    Hint,
+    /// The monitor saw it sleeping (CPU clock stopped and state S or D).
+    Seen,
+}
+
+/// One entry of a pool list: a work item with its pwq and flush colour.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// The item.
+    pub(crate) work: Work,
+    /// The pwq's slot in the pool.
+    pub(crate) pwq: u32,
+    /// The flush colour the item was queued with.
+    pub(crate) color: u8,
+}
+
+/// What a busy worker runs. L.
+#[derive(Debug)]
+pub(crate) struct Current {
+    /// The item's identity (the busy-table key). The running worker holds a handle, so the
+    /// address cannot be reused while it runs.
+    pub(crate) work_id: usize,
+    /// Its pwq slot.
+    pub(crate) pwq: u32,
+    /// Per-pool sequence number of this execution, so the monitor can tell items apart.
+    pub(crate) seq: u64,
+}
+
+/// What the monitor remembers of a busy worker between ticks. L.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct MonSample {
+    /// The execution (`Current::seq`) this sample belongs to.
+    pub(crate) seq: u64,
+    /// The worker thread's total run time (ns) at the last sample.
+    pub(crate) runtime: u64,
+    /// Run time when the item started or last woke (the kernel's `current_at`).
+    pub(crate) hog_base: u64,
+    /// Whether `runtime`/`hog_base` are valid for `seq`.
+    pub(crate) valid: bool,
+}
+
+/// A worker as its pool sees it. L: every field is guarded by the pool lock.
+pub(crate) struct WorkerRec {
+    /// Worker flags (`flags::*`).
+    pub(crate) flags: u8,
+    /// Whether the worker sleeps or blocks inside an item (see [`Sleeping`]).
+    pub(crate) sleeping: Sleeping,
+    /// Wakes the worker thread.
+    pub(crate) unparker: Unparker,
+    /// The item being run, if busy.
+    pub(crate) current: Option<Current>,
+    /// Items assigned to this worker and not started yet: collisions punted to it while it
+    /// runs the same item (the kernel's `worker->scheduled`).
+    pub(crate) scheduled: VecDeque<Entry>,
+    /// When the worker last became idle.
+    pub(crate) last_active: Instant,
+    /// The thread, for joining after it exits.
+    pub(crate) handle: Option<thread::JoinHandle<()>>,
+    /// Run-time probe of the worker's thread, for the monitor (None if /proc is unreadable).
+    pub(crate) probe: Option<Arc<crate::monitor::ThreadProbe>>,
+    /// Monitor state.
+    pub(crate) mon: MonSample,
+}
+
+impl fmt::Debug for WorkerRec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerRec")
+            .field("flags", &self.flags)
+            .field("sleeping", &self.sleeping)
+            .field("current", &self.current)
+            .field("scheduled", &self.scheduled.len())
+            .finish()
+    }
+}
+
+/// A pool's mutable state: the kernel's fields tagged `L:`.
+#[derive(Debug)]
+pub(crate) struct PoolLocked {
+    /// Every list entry of this pool (worklist and inactive lists).
+    pub(crate) nodes: Nodes<Entry>,
+    /// Items ready to run, FIFO, all workqueues mixed.
+    pub(crate) worklist: List,
+    /// The pool-workqueues feeding this pool.
+    pub(crate) pwqs: Slab<PwqLocked>,
+    /// Workers attached to this pool (the slab key is the worker id).
+    pub(crate) workers: Slab<WorkerRec>,
+    /// Idle workers, LIFO: the last one went idle most recently.
+    pub(crate) idle_list: Vec<usize>,
+    /// Workers that count toward concurrency (per-CPU pools only).
+    pub(crate) nr_running: usize,
+    /// Workers alive (not told to die).
+    pub(crate) nr_workers: usize,
+    /// Busy workers by the item they run (work id → worker id).
+    pub(crate) busy: HashMap<usize, usize>,
+    /// A worker is acting as manager (`POOL_MANAGER_ACTIVE`).
+    pub(crate) manager_active: bool,
+    /// The idle-cull timer is armed.
+    pub(crate) idle_timer_armed: bool,
+    /// The worker-creation retry timer is armed (pools that have no worker to manage them).
+    pub(crate) create_timer_armed: bool,
+    /// Last time the worklist made progress (watchdog).
+    pub(crate) last_progress: Instant,
+    /// Next execution sequence number.
+    pub(crate) next_seq: u64,
+    /// Threads of exited workers, to be joined outside the lock.
+    pub(crate) exited: Vec<thread::JoinHandle<()>>,
+    /// The runtime is shutting down: workers exit once idle.
+    pub(crate) dying: bool,
+    /// Creation failures seen (for logging once).
+    pub(crate) create_failures: u64,
+}
+
+/// A worker pool.
+pub(crate) struct WorkerPool {
+    /// I: pool id (index in the runtime's pool table; stored in work state words).
+    pub(crate) id: u32,
+    /// I: the CPU of a per-CPU pool, `None` for unbound pools.
+    pub(crate) cpu: Option<usize>,
+    /// I: a highpri pool.
+    pub(crate) highpri: bool,
+    /// I: the runtime's shared environment (clock, spawner, timers, monitor, knobs).
+    pub(crate) env: Arc<Env>,
+    /// The pool lock.
+    pub(crate) lock: Mutex<PoolLocked>,
+    /// What the manager waits on during the create cooldown (woken at shutdown).
+    pub(crate) cooldown: Arc<Sleeper>,
+}
+
+impl fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("id", &self.id)
+            .field("cpu", &self.cpu)
+            .field("highpri", &self.highpri)
+            .finish()
+    }
+}
+
+pub(crate) type PoolGuard<'a> = MutexGuard<'a, PoolLocked>;
+
+impl WorkerPool {
+    pub(crate) fn new(
+        id: u32,
+        cpu: Option<usize>,
+        highpri: bool,
+        env: Arc<Env>,
+    ) -> Arc<WorkerPool> {
+        let now = env.clock.now();
+        Arc::new(WorkerPool {
+            id,
+            cpu,
+            highpri,
+            env,
+            lock: Mutex::new(PoolLocked {
+                nodes: Nodes::new(),
+                worklist: List::default(),
+                pwqs: Slab::new(),
+                workers: Slab::new(),
+                idle_list: Vec::new(),
+                nr_running: 0,
+                nr_workers: 0,
+                busy: HashMap::new(),
+                manager_active: false,
+                idle_timer_armed: false,
+                create_timer_armed: false,
+                last_progress: now,
+                next_seq: 0,
+                exited: Vec::new(),
+                dying: false,
+                create_failures: 0,
+            }),
+            cooldown: Sleeper::new(),
+        })
+    }
+
+    /// Whether this pool is concurrency managed (per-CPU).
+    pub(crate) fn is_cm(&self) -> bool {
+        self.cpu.is_some()
+    }
+
+    pub(crate) fn lock(&self) -> PoolGuard<'_> {
+        self.lock.lock()
+    }
+
+    /// A short name for dumps and thread names: `0` or `0H` for per-CPU pools, `u3` for
+    /// unbound ones.
+    pub(crate) fn tag(&self) -> String {
+        match self.cpu {
+            Some(c) => format!("{c}{}", if self.highpri { "H" } else { "" }),
+            None => format!("u{}", self.id),
+        }
+    }
+
+    /// Queues `work` (whose PENDING the caller owns) on pwq `slot` of this pool
+    /// (`__queue_work` steps 5-8): active on the worklist if the pwq has a free slot and
+    /// nothing waits before it, else on the pwq's inactive list.
+    pub(crate) fn insert_work(self: &Arc<Self>, g: &mut PoolLocked, slot: u32, work: Work) {
+        let (color, active) = {
+            let pwq = &mut g.pwqs[slot as usize];
+            let color = pwq.work_color;
+            pwq.nr_in_flight[color as usize] += 1;
+            let active = pwq.inactive.is_empty() && pwq.may_activate();
+            if active {
+                pwq.nr_active += 1;
+            }
+            (color, active)
+        };
+        let entry = Entry {
+            work,
+            pwq: slot,
+            color,
+        };
+        let idx = if active {
+            if g.worklist.is_empty() {
+                g.last_progress = self.env.clock.now();
+            }
+            g.worklist.push_back(&mut g.nodes, entry)
+        } else {
+            let PoolLocked { pwqs, nodes, .. } = g;
+            pwqs[slot as usize].inactive.push_back(nodes, entry)
+        };
+        let work = &g.nodes.get(idx).work;
+        work.set_node(idx);
+        work.state().set_queued(self.id);
+        if active {
+            self.kick_pool(g);
+            if self.is_cm() && g.nr_running > 0 {
+                // Items wait behind running workers: the monitor must watch them.
+                self.env.monitor.note_waiting();
+            }
+        }
+        if g.nr_workers == 0 {
+            manager::create_without_manager(self, g);
+        }
+    }
+
+    /// Wakes an idle worker if the pool needs one (`kick_pool`). Returns whether it woke one.
+    pub(crate) fn kick_pool(&self, g: &mut PoolLocked) -> bool {
+        if !g.need_more_worker() {
+            return false;
+        }
+        match g.idle_list.last() {
+            Some(&id) => {
+                g.workers[id].unparker.unpark();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Activates the oldest inactive item of pwq `slot`, if it may become active
+    /// (`pwq_activate_first_inactive`). Returns whether it did.
+    pub(crate) fn activate_first_inactive(&self, g: &mut PoolLocked, slot: u32) -> bool {
+        let PoolLocked {
+            pwqs,
+            nodes,
+            worklist,
+            last_progress,
+            ..
+        } = g;
+        let pwq = &mut pwqs[slot as usize];
+        let Some(idx) = pwq.inactive.front() else {
+            return false;
+        };
+        if !pwq.may_activate() {
+            return false;
+        }
+        pwq.nr_active += 1;
+        if worklist.is_empty() {
+            *last_progress = self.env.clock.now();
+        }
+        pwq.inactive
+            .move_to(nodes, idx, worklist, crate::worklist::NIL);
+        true
+    }
+
+    /// Accounting after an item of pwq `slot` with `color` finished (`pwq_dec_nr_in_flight`):
+    /// frees its active slot, activating the next inactive item, and drops its in-flight count.
+    pub(crate) fn dec_nr_in_flight(&self, g: &mut PoolLocked, slot: u32, color: u8) {
+        let pwq = &mut g.pwqs[slot as usize];
+        pwq.nr_active -= 1;
+        pwq.nr_in_flight[color as usize] -= 1;
+        let drained = pwq.in_flight() == 0;
+        let wq = pwq.wq.clone();
+        if self.activate_first_inactive(g, slot) {
+            self.kick_pool(g);
+        }
+        if drained {
+            wq.pwq_drained();
+        }
+    }
+}
+
+impl PoolLocked {
+    /// Items wait and nobody runs (`need_more_worker`).
+    pub(crate) fn need_more_worker(&self) -> bool {
+        !self.worklist.is_empty() && self.nr_running == 0
+    }
+
+    /// An idle worker is in reserve (`may_start_working`).
+    pub(crate) fn may_start_working(&self) -> bool {
+        !self.idle_list.is_empty()
+    }
+
+    /// The current worker should take another item (`keep_working`).
+    pub(crate) fn keep_working(&self) -> bool {
+        !self.worklist.is_empty() && self.nr_running <= 1
+    }
+
+    /// Items wait, nobody runs, and nobody is idle (`need_to_create_worker`).
+    pub(crate) fn need_to_create_worker(&self) -> bool {
+        self.need_more_worker() && !self.may_start_working()
+    }
+
+    /// More idle workers than the kernel keeps (`too_many_workers`, ratio
+    /// `MAX_IDLE_WORKERS_RATIO` = 4).
+    pub(crate) fn too_many_workers(&self) -> bool {
+        let idle = self.idle_list.len() + usize::from(self.manager_active);
+        let busy = self.nr_workers.saturating_sub(idle);
+        idle > 2 && (idle - 2) * MAX_IDLE_WORKERS_RATIO >= busy
+    }
+
+    /// The worker running `work`, if any (the busy-table lookup of `find_worker_executing_work`).
+    pub(crate) fn find_worker_executing(&self, work: &Work) -> Option<usize> {
+        let id = *self.busy.get(&work.id())?;
+        let cur = self.workers[id].current.as_ref()?;
+        (cur.work_id == work.id()).then_some(id)
+    }
+
+    /// Moves the worklist entry `idx` to worker `to`'s scheduled list and removes it from the
+    /// arena (`move_linked_works`).
+    pub(crate) fn schedule_on(&mut self, idx: u32, to: usize) {
+        let e = self.worklist.remove(&mut self.nodes, idx);
+        e.work.set_node(NO_NODE);
+        self.workers[to].scheduled.push_back(e);
+    }
+
+    /// Takes the worklist entry `idx` for worker `me` (`assign_work`): if another worker of
+    /// this pool already runs the same item, the entry goes to that worker instead (so the
+    /// item never runs twice at once) and this returns `false`.
+    pub(crate) fn assign_work(&mut self, idx: u32, me: usize) -> bool {
+        let work = &self.nodes.get(idx).work;
+        if let Some(other) = self.find_worker_executing(work) {
+            self.schedule_on(idx, other);
+            return other == me;
+        }
+        self.schedule_on(idx, me);
+        true
+    }
+}
+
+/// Keep at most one idle worker per four busy ones, plus two (`MAX_IDLE_WORKERS_RATIO`).
+pub(crate) const MAX_IDLE_WORKERS_RATIO: usize = 4;

@@ -1,0 +1,209 @@
+//! The worker thread (`worker_thread`, `process_one_work`; spec §4.2, §2.2).
+//!
+//! Loop of one worker:
+//! 1. Woken, take the pool lock. If told to die, unregister and exit.
+//! 2. Leave the idle list.
+//! 3. If the pool needs no more workers (no item waits, or another worker runs), go idle.
+//! 4. If no other worker is idle in reserve and nobody manages the pool, become the manager
+//!    and create one (`pool::manager`), then re-check.
+//! 5. Count as running, then take items from the head of the worklist while this worker is
+//!    the only one running (`keep_working`), each through `assign_work` so that an item
+//!    already running elsewhere in the pool goes to the worker running it.
+//! 6. Go idle: push onto the idle list (LIFO), drop the lock, park.
+//!
+//! Running one item: record it in the busy table, clear its PENDING (from here on it may be
+//! queued again), drop the lock, call the function under `catch_unwind`, retake the lock,
+//! undo the bookkeeping and release the item's active slot, which may activate the next
+//! inactive item. The item's handle is dropped only after the lock is released again, since
+//! dropping the last handle runs the user's destructors.
+
+use super::{flags, Current, Entry, PoolGuard, PoolLocked, Sleeping, WorkerPool};
+use crate::monitor::ThreadProbe;
+use crate::sync::{Arc, Parker};
+use crate::work::Work;
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+thread_local! {
+    /// The pool and worker id of the worker running on this thread, if it is one.
+    static CURRENT: RefCell<Option<(Arc<WorkerPool>, usize)>> = const { RefCell::new(None) };
+}
+
+/// The pool and worker id of the calling thread, if it is a cmwq worker.
+pub(crate) fn current_worker() -> Option<(Arc<WorkerPool>, usize)> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// The body of a worker thread. `parker` is unparked by the creator once the worker is
+/// registered as idle.
+pub(crate) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
+    parker.park();
+    CURRENT.with(|c| *c.borrow_mut() = Some((pool.clone(), me)));
+    if let Some(cpu) = pool.cpu {
+        if pool.env.config.pin_workers {
+            crate::monitor::pin_current_thread(cpu);
+        }
+    }
+    let probe = ThreadProbe::open_current().map(Arc::new);
+    // The last item run, dropped only while no lock is held.
+    let mut deferred: Option<Work> = None;
+    let mut g = pool.lock();
+    g.workers[me].probe = probe;
+    loop {
+        if g.workers[me].flags & flags::DIE != 0 {
+            let rec = g.workers.remove(me);
+            g.idle_list.retain(|&w| w != me);
+            if let Some(h) = rec.handle {
+                g.exited.push(h);
+            }
+            drop(g);
+            drop(deferred.take());
+            CURRENT.with(|c| *c.borrow_mut() = None);
+            return;
+        }
+        pool.worker_leave_idle(&mut g, me);
+        loop {
+            if !g.need_more_worker() {
+                break;
+            }
+            if !g.may_start_working() && !g.manager_active {
+                g = super::manager::manage_workers(&pool, g);
+                continue;
+            }
+            g.worker_clr_flags(me, flags::PREP);
+            loop {
+                let Some(head) = g.worklist.front() else {
+                    break;
+                };
+                if g.assign_work(head, me) {
+                    g = process_scheduled_works(&pool, g, me, &mut deferred);
+                }
+                if !g.keep_working() {
+                    break;
+                }
+            }
+            g.worker_set_flags(me, flags::PREP);
+            break;
+        }
+        pool.worker_enter_idle(&mut g, me);
+        drop(g);
+        drop(deferred.take());
+        parker.park();
+        g = pool.lock();
+    }
+}
+
+/// Runs worker `me`'s scheduled list until it is empty (`process_scheduled_works`).
+pub(crate) fn process_scheduled_works<'a>(
+    pool: &'a Arc<WorkerPool>,
+    mut g: PoolGuard<'a>,
+    me: usize,
+    deferred: &mut Option<Work>,
+) -> PoolGuard<'a> {
+    g.last_progress = pool.env.clock.now();
+    while let Some(e) = g.workers[me].scheduled.pop_front() {
+        g = process_one_work(pool, g, me, e, deferred);
+    }
+    g
+}
+
+/// Runs one item (`process_one_work`). The lock is released around the function.
+fn process_one_work<'a>(
+    pool: &'a Arc<WorkerPool>,
+    mut g: PoolGuard<'a>,
+    me: usize,
+    e: Entry,
+    deferred: &mut Option<Work>,
+) -> PoolGuard<'a> {
+    let Entry {
+        work,
+        pwq: slot,
+        color,
+    } = e;
+    let seq = g.next_seq;
+    g.next_seq += 1;
+    g.busy.insert(work.id(), me);
+    g.workers[me].current = Some(Current {
+        work_id: work.id(),
+        pwq: slot,
+        seq,
+    });
+    let cpu_intensive = g.pwqs[slot as usize].wq.flags.cpu_intensive;
+    if cpu_intensive {
+        g.worker_set_flags(me, flags::CPU_INTENSIVE);
+    }
+    // Chain execution for workers that do not count in nr_running (unbound pools,
+    // CPU-intensive items): if more items wait, wake another idle worker.
+    pool.kick_pool(&mut g);
+    work.state().release_for_run(pool.id);
+    g.pwqs[slot as usize].stats.started += 1;
+    drop(g);
+    pool.env.monitor.note_busy();
+    drop(deferred.take());
+
+    let panicked = catch_unwind(AssertUnwindSafe(|| work.run())).err();
+
+    let mut g = pool.lock();
+    let pwq = &mut g.pwqs[slot as usize];
+    pwq.stats.completed += 1;
+    if let Some(payload) = panicked {
+        pwq.stats.panicked += 1;
+        let name = pwq.wq.name.clone();
+        report_panic(&name, &work, &*payload);
+    }
+    finish_current(&mut g, me);
+    g.busy.remove(&work.id());
+    pool.dec_nr_in_flight(&mut g, slot, color);
+    *deferred = Some(work);
+    g
+}
+
+/// Undoes a worker's per-item state after the function returned (or unwound).
+fn finish_current(g: &mut PoolLocked, me: usize) {
+    g.worker_clr_flags(me, flags::CPU_INTENSIVE);
+    g.worker_set_sleeping(me, Sleeping::No);
+    let w = &mut g.workers[me];
+    w.current = None;
+    w.mon.valid = false;
+}
+
+fn report_panic(wq: &str, work: &Work, payload: &(dyn std::any::Any + Send)) {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("<non-string payload>");
+    eprintln!(
+        "cmwq: work item {:#x} on workqueue {wq:?} panicked: {msg}",
+        work.id()
+    );
+}
+
+impl WorkerPool {
+    /// Puts worker `me` on the idle list (`worker_enter_idle`), arming the idle-cull timer
+    /// when the pool has more idle workers than it keeps.
+    pub(crate) fn worker_enter_idle(self: &Arc<Self>, g: &mut PoolLocked, me: usize) {
+        let now = self.env.clock.now();
+        let w = &mut g.workers[me];
+        debug_assert!(w.flags & flags::IDLE == 0);
+        w.flags |= flags::IDLE;
+        w.last_active = now;
+        g.idle_list.push(me);
+        if g.too_many_workers() && !g.idle_timer_armed {
+            g.idle_timer_armed = true;
+            super::manager::arm_idle_timer(self, now + self.env.config.idle_timeout);
+        }
+    }
+
+    /// Takes worker `me` off the idle list if it is on it (`worker_leave_idle`).
+    pub(crate) fn worker_leave_idle(&self, g: &mut PoolLocked, me: usize) {
+        let w = &mut g.workers[me];
+        if w.flags & flags::IDLE == 0 {
+            return;
+        }
+        w.flags &= !flags::IDLE;
+        if let Some(pos) = g.idle_list.iter().rposition(|&x| x == me) {
+            g.idle_list.remove(pos);
+        }
+    }
+}

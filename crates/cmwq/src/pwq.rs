@@ -1,0 +1,73 @@
+//! Pool-workqueues: the link between one workqueue and one pool, where all per-(wq, pool)
+//! accounting lives (spec §1.2, §3.1).
+//!
+//! * `nr_active` counts this workqueue's items on the pool worklist or running; it never
+//!   exceeds `max_active`. An item queued while the limit is reached, or while older items wait,
+//!   goes to the pwq's inactive list (the kernel's `inactive_works`) and is activated, oldest
+//!   first, when an active item finishes. This keeps queueing order per pwq.
+//! * `nr_in_flight[colour]` counts queued and running items by flush colour.
+//!
+//! The mutable part ([`PwqLocked`]) lives inside its pool's locked state and is guarded by the
+//! pool lock, as the kernel's `pool_workqueue` fields are; [`Pwq`] is the immutable handle a
+//! workqueue keeps.
+
+use crate::pool::WorkerPool;
+use crate::stats::PwqStats;
+use crate::sync::Arc;
+use crate::worklist::List;
+use crate::workqueue::WqInfo;
+
+/// Number of flush colours (`WORK_NR_COLORS`).
+pub(crate) const NR_COLORS: usize = 16;
+
+/// A workqueue's handle on one of its pwqs.
+#[derive(Debug, Clone)]
+pub(crate) struct Pwq {
+    /// The pool this pwq feeds.
+    pub(crate) pool: Arc<WorkerPool>,
+    /// The pwq's slot in `pool`'s locked state.
+    pub(crate) slot: u32,
+}
+
+/// The pool-locked state of one pwq. L: every field is guarded by the pool lock.
+#[derive(Debug)]
+pub(crate) struct PwqLocked {
+    /// I: the workqueue this pwq belongs to.
+    pub(crate) wq: Arc<WqInfo>,
+    /// Items of this pwq on the worklist or running, counted against `max_active`.
+    pub(crate) nr_active: usize,
+    /// The active limit for this pwq (the workqueue's `max_active`).
+    pub(crate) max_active: usize,
+    /// Items waiting for an active slot, oldest first (entries of the pool's node arena).
+    pub(crate) inactive: List,
+    /// Queued or running items per flush colour.
+    pub(crate) nr_in_flight: [u32; NR_COLORS],
+    /// The colour new items get.
+    pub(crate) work_color: u8,
+    /// The counters of this pwq.
+    pub(crate) stats: PwqStats,
+}
+
+impl PwqLocked {
+    pub(crate) fn new(wq: Arc<WqInfo>, max_active: usize) -> PwqLocked {
+        PwqLocked {
+            wq,
+            nr_active: 0,
+            max_active,
+            inactive: List::default(),
+            nr_in_flight: [0; NR_COLORS],
+            work_color: 0,
+            stats: PwqStats::default(),
+        }
+    }
+
+    /// Whether another item may become active now (`pwq_tryinc_nr_active` for one node).
+    pub(crate) fn may_activate(&self) -> bool {
+        self.nr_active < self.max_active
+    }
+
+    /// Items queued or running, all colours.
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.nr_in_flight.iter().sum()
+    }
+}

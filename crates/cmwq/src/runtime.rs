@@ -1,0 +1,417 @@
+//! The runtime: the CPUs modelled, the pools, the service threads, and the seams tests replace
+//! (clock, spawner). A private [`Runtime`] carries its own seams and knobs; the global one
+//! backs the system workqueues.
+//!
+//! At build it creates, for each modelled CPU, a normal and a highpri pool with one worker each
+//! (the kernel's boot-time workers), the timer service thread and the monitor thread. Unbound
+//! pools are created on demand, shared by workqueues with equal attributes, and kept for the
+//! runtime's lifetime.
+//!
+//! Shutdown (when the last `Runtime` and `Workqueue` handle is dropped): every pool is marked
+//! dying, every worker told to exit once it finishes what it runs, the service threads are
+//! stopped, and every thread is joined. Workqueues drain before their handles go, so no
+//! accepted work is left behind.
+
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::monitor::Monitor;
+use crate::pool::{flags, manager, WorkerPool};
+use crate::spawn::{SpawnRequest, Spawner, ThreadKind, ThreadSpawner};
+use crate::sync::{thread, Arc, AtomicBool, AtomicU32, Mutex, Ordering};
+use crate::timer::TimerService;
+use crate::workqueue::WorkqueueBuilder;
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Cull idle workers after 300 s (`IDLE_WORKER_TIMEOUT`).
+pub const IDLE_WORKER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Wait 1 s between failed worker creations (`CREATE_COOLDOWN`).
+pub const CREATE_COOLDOWN: Duration = Duration::from_secs(1);
+/// An item running 10 ms without sleeping is CPU-intensive (`wq_cpu_intensive_thresh_us`).
+pub const CPU_INTENSIVE_THRESH: Duration = Duration::from_millis(10);
+/// The monitor's tick while workers are busy: 1 ms (a kernel tick at HZ=1000).
+pub const CM_TICK: Duration = Duration::from_millis(1);
+/// The monitor's fastest tick while items wait behind running workers: 20 us (Go sysmon's
+/// minimum).
+pub const CM_MIN_TICK: Duration = Duration::from_micros(20);
+
+/// The knobs of a runtime. I: fixed at build.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Number of modelled CPUs (per-CPU pool pairs).
+    pub(crate) nr_cpus: usize,
+    /// Pin per-CPU workers to their CPU.
+    pub(crate) pin_workers: bool,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) create_cooldown: Duration,
+    pub(crate) cpu_intensive_thresh: Duration,
+    pub(crate) cm_tick: Duration,
+    pub(crate) cm_min_tick: Duration,
+    pub(crate) worker_stack_size: Option<usize>,
+}
+
+/// What every pool of a runtime shares: knobs, clock, spawner, timer service, monitor.
+#[derive(Debug)]
+pub(crate) struct Env {
+    pub(crate) config: Config,
+    pub(crate) clock: Clock,
+    pub(crate) spawner: Arc<dyn Spawner>,
+    pub(crate) timers: TimerService,
+    pub(crate) monitor: Monitor,
+}
+
+/// The runtime's shared state.
+pub(crate) struct Shared {
+    pub(crate) env: Arc<Env>,
+    /// I: per-CPU pools; pool id `2 * cpu + highpri` is at that index.
+    pub(crate) cpu_pools: Vec<Arc<WorkerPool>>,
+    /// Unbound pools by attributes (only `highpri` for now), guarded by this lock
+    /// (`wq_pool_mutex`).
+    unbound_pools: Mutex<Vec<Arc<WorkerPool>>>,
+    /// The next pool id.
+    next_pool_id: AtomicU32,
+    /// The timer and monitor threads.
+    service_threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    /// Whether shutdown has started.
+    shut_down: AtomicBool,
+    /// Next workqueue id.
+    pub(crate) next_wq_id: AtomicU32,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("cpus", &self.env.config.nr_cpus)
+            .finish()
+    }
+}
+
+impl Shared {
+    /// The unbound pool for these attributes, created with one worker if it does not exist
+    /// (`get_unbound_pool`). Fails if that first worker cannot be created.
+    pub(crate) fn unbound_pool(&self, highpri: bool) -> Result<Arc<WorkerPool>, Error> {
+        let mut pools = self.unbound_pools.lock();
+        if let Some(p) = pools.iter().find(|p| p.highpri == highpri) {
+            return Ok(p.clone());
+        }
+        let id = self.next_pool_id.fetch_add(1, Ordering::Relaxed);
+        let pool = WorkerPool::new(id, None, highpri, self.env.clone());
+        manager::create_worker(&pool).map_err(Error::Spawn)?;
+        self.env.monitor.add_pool(pool.clone());
+        pools.push(pool.clone());
+        Ok(pool)
+    }
+
+    fn all_pools(&self) -> Vec<Arc<WorkerPool>> {
+        let mut v = self.cpu_pools.clone();
+        v.extend(self.unbound_pools.lock().iter().cloned());
+        v
+    }
+
+    /// Stops every thread of the runtime and joins them (see the module docs).
+    fn shutdown(&self) {
+        if self.shut_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let on_own_worker = crate::pool::worker::current_worker()
+            .is_some_and(|(p, _)| Arc::ptr_eq(&p.env, &self.env));
+        let mut handles = Vec::new();
+        for pool in self.all_pools() {
+            let mut g = pool.lock();
+            g.dying = true;
+            let ids: Vec<usize> = g.workers.iter().map(|(id, _)| id).collect();
+            for id in ids {
+                let w = &mut g.workers[id];
+                if w.flags & flags::DIE == 0 {
+                    w.flags |= flags::DIE;
+                    g.nr_workers -= 1;
+                }
+                let w = &mut g.workers[id];
+                w.unparker.unpark();
+                handles.extend(w.handle.take());
+            }
+            handles.append(&mut g.exited);
+            drop(g);
+            pool.cooldown.notify();
+        }
+        self.env.timers.stop();
+        self.env.monitor.stop();
+        handles.append(&mut self.service_threads.lock());
+        if on_own_worker {
+            // Joining would wait for ourselves; the threads exit on their own.
+            return;
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        for pool in self.all_pools() {
+            manager::join_exited(&pool);
+        }
+    }
+}
+
+/// A cmwq runtime. Cheap to clone; the runtime shuts down when the last handle (including
+/// those kept by its workqueues) is dropped.
+#[derive(Clone)]
+pub struct Runtime {
+    handle: Arc<RuntimeHandle>,
+}
+
+struct RuntimeHandle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for RuntimeHandle {
+    fn drop(&mut self) {
+        self.shared.shutdown();
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.handle.shared.fmt(f)
+    }
+}
+
+/// The state of one pool, for tests, dumps and monitors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolInfo {
+    /// Pool id.
+    pub id: u32,
+    /// The CPU of a per-CPU pool; `None` for unbound pools.
+    pub cpu: Option<usize>,
+    /// A highpri pool.
+    pub highpri: bool,
+    /// Workers alive.
+    pub nr_workers: usize,
+    /// Idle workers.
+    pub nr_idle: usize,
+    /// Workers counted as running (per-CPU pools).
+    pub nr_running: usize,
+    /// Items on the worklist.
+    pub nr_pending: usize,
+    /// A manager is active.
+    pub manager_active: bool,
+}
+
+impl Runtime {
+    /// A builder for a private runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// The global runtime behind the system workqueues (built on first use with the defaults).
+    pub fn global() -> Runtime {
+        static GLOBAL: OnceLock<Runtime> = OnceLock::new();
+        GLOBAL.get_or_init(|| Runtime::builder().build()).clone()
+    }
+
+    /// A builder for a workqueue on this runtime.
+    pub fn workqueue(&self, name: &str) -> WorkqueueBuilder {
+        WorkqueueBuilder::new(self.clone(), name)
+    }
+
+    /// Number of modelled CPUs.
+    pub fn nr_cpus(&self) -> usize {
+        self.handle.shared.env.config.nr_cpus
+    }
+
+    /// The runtime's clock.
+    pub fn clock(&self) -> Clock {
+        self.handle.shared.env.clock.clone()
+    }
+
+    /// A snapshot of every pool.
+    pub fn pools(&self) -> Vec<PoolInfo> {
+        self.handle
+            .shared
+            .all_pools()
+            .iter()
+            .map(|p| {
+                let g = p.lock();
+                PoolInfo {
+                    id: p.id,
+                    cpu: p.cpu,
+                    highpri: p.highpri,
+                    nr_workers: g.nr_workers,
+                    nr_idle: g.idle_list.len(),
+                    nr_running: g.nr_running,
+                    nr_pending: g.worklist.len(),
+                    manager_active: g.manager_active,
+                }
+            })
+            .collect()
+    }
+
+    /// Workers alive over all pools.
+    pub fn nr_workers(&self) -> usize {
+        self.pools().iter().map(|p| p.nr_workers).sum()
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+}
+
+/// Builds a [`Runtime`].
+#[derive(Debug)]
+pub struct RuntimeBuilder {
+    config: Config,
+    clock: Clock,
+    spawner: Arc<dyn Spawner>,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        let nr_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        RuntimeBuilder {
+            config: Config {
+                nr_cpus,
+                pin_workers: true,
+                idle_timeout: IDLE_WORKER_TIMEOUT,
+                create_cooldown: CREATE_COOLDOWN,
+                cpu_intensive_thresh: CPU_INTENSIVE_THRESH,
+                cm_tick: CM_TICK,
+                cm_min_tick: CM_MIN_TICK,
+                worker_stack_size: None,
+            },
+            clock: Clock::real(),
+            spawner: Arc::new(ThreadSpawner),
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// Number of modelled CPUs (default: the available parallelism). Zero is taken as one.
+    pub fn cpus(mut self, n: usize) -> Self {
+        self.config.nr_cpus = n.max(1);
+        self
+    }
+
+    /// Pin per-CPU workers to their CPU (default true; CPUs beyond the machine's wrap around).
+    pub fn pin_workers(mut self, pin: bool) -> Self {
+        self.config.pin_workers = pin;
+        self
+    }
+
+    /// The clock every timeout reads (default: the real clock).
+    pub fn clock(mut self, clock: impl Into<Clock>) -> Self {
+        self.clock = clock.into();
+        self
+    }
+
+    /// The spawner every thread comes from (default: [`ThreadSpawner`]).
+    pub fn spawner(mut self, spawner: impl Spawner) -> Self {
+        self.spawner = Arc::new(spawner);
+        self
+    }
+
+    /// Idle workers are culled after this long (default 300 s, `IDLE_WORKER_TIMEOUT`).
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.config.idle_timeout = d;
+        self
+    }
+
+    /// Wait between failed worker creations (default 1 s, `CREATE_COOLDOWN`).
+    pub fn create_cooldown(mut self, d: Duration) -> Self {
+        self.config.create_cooldown = d;
+        self
+    }
+
+    /// CPU time after which an item is marked CPU-intensive (default 10 ms; zero disables).
+    pub fn cpu_intensive_thresh(mut self, d: Duration) -> Self {
+        self.config.cpu_intensive_thresh = d;
+        self
+    }
+
+    /// The monitor's tick while workers are busy (default 1 ms), and its fastest tick while
+    /// items wait behind running workers (default 20 us).
+    pub fn cm_tick(mut self, tick: Duration, min_tick: Duration) -> Self {
+        self.config.cm_tick = tick.max(Duration::from_micros(1));
+        self.config.cm_min_tick = min_tick
+            .min(self.config.cm_tick)
+            .max(Duration::from_micros(1));
+        self
+    }
+
+    /// Stack size of worker threads (default: the platform's).
+    pub fn worker_stack_size(mut self, bytes: usize) -> Self {
+        self.config.worker_stack_size = Some(bytes);
+        self
+    }
+
+    /// Builds the runtime.
+    ///
+    /// # Panics
+    ///
+    /// If the timer or monitor thread cannot be created; [`RuntimeBuilder::try_build`] returns
+    /// that as an error instead. Failing to create the initial workers is not an error: the
+    /// pools retry on demand.
+    pub fn build(self) -> Runtime {
+        match self.try_build() {
+            Ok(rt) => rt,
+            Err(e) => panic!("cmwq: cannot build the runtime: {e}"),
+        }
+    }
+
+    /// Builds the runtime, or says why its service threads could not be created.
+    pub fn try_build(self) -> Result<Runtime, Error> {
+        let env = Arc::new(Env {
+            timers: TimerService::new(self.clock.clone()),
+            monitor: Monitor::new(),
+            config: self.config,
+            clock: self.clock,
+            spawner: self.spawner,
+        });
+        let n = env.config.nr_cpus;
+        let cpu_pools: Vec<Arc<WorkerPool>> = (0..2 * n)
+            .map(|i| WorkerPool::new(i as u32, Some(i / 2), i % 2 == 1, env.clone()))
+            .collect();
+        for p in &cpu_pools {
+            env.monitor.add_pool(p.clone());
+        }
+        let shared = Arc::new(Shared {
+            env: env.clone(),
+            cpu_pools,
+            unbound_pools: Mutex::new(Vec::new()),
+            next_pool_id: AtomicU32::new(2 * n as u32),
+            service_threads: Mutex::new(Vec::new()),
+            shut_down: AtomicBool::new(false),
+            next_wq_id: AtomicU32::new(0),
+        });
+        let rt = Runtime {
+            handle: Arc::new(RuntimeHandle {
+                shared: shared.clone(),
+            }),
+        };
+        let e1 = env.clone();
+        let timer = env
+            .spawner
+            .spawn(SpawnRequest {
+                name: "cmwq-timer".into(),
+                kind: ThreadKind::Service,
+                stack_size: None,
+                body: Box::new(move || e1.timers.run()),
+            })
+            .map_err(Error::Spawn)?;
+        shared.service_threads.lock().push(timer);
+        let e2 = env.clone();
+        let monitor = env
+            .spawner
+            .spawn(SpawnRequest {
+                name: "cmwq-monitor".into(),
+                kind: ThreadKind::Service,
+                stack_size: None,
+                body: Box::new(move || e2.monitor.run(&e2.clock, &e2.config)),
+            })
+            .map_err(Error::Spawn)?;
+        shared.service_threads.lock().push(monitor);
+        for p in &shared.cpu_pools {
+            // A failure is retried by the pool when work arrives.
+            let _ = manager::create_worker(p);
+        }
+        Ok(rt)
+    }
+}

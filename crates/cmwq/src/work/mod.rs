@@ -1,0 +1,123 @@
+//! Work items: a function plus the atomic state word that makes queueing idempotent.
+//!
+//! Guarantees (DESIGN.md §2):
+//! 1. Queueing an item that is already pending does nothing and returns `false`; the pending
+//!    instance will run and covers the request. PENDING is cleared just before the function
+//!    runs, so the function may queue its own item again.
+//! 2. An item never runs on two threads at once, system-wide, while it is queued on one
+//!    workqueue: a queueing that lands while the item runs is routed to the pool where it runs
+//!    (the redirect in `Workqueue::queue`), and that pool hands it to the worker already
+//!    running it (the collision check in `pool::worker`).
+//!
+//! A [`Work`] is a cheap handle (`Arc`): clones name the same item. Queueing an existing item
+//! allocates nothing.
+
+pub(crate) mod state;
+
+use crate::sync::{Arc, AtomicU32, Ordering};
+use state::WorkState;
+use std::fmt;
+
+/// The sentinel for "not on any pool list".
+pub(crate) const NO_NODE: u32 = u32::MAX;
+
+/// The shared part of a work item. `F` is unsized (`dyn Fn`) in every handle, so the state and
+/// the closure share one allocation.
+pub(crate) struct WorkInner<F: ?Sized> {
+    /// The state word (PENDING, QUEUED, disable depth, last pool).
+    pub(crate) state: WorkState,
+    /// L (of the pool named in `state`): the item's slot in that pool's node arena while
+    /// QUEUED, else `NO_NODE`. Written only under that pool's lock; `Relaxed` suffices because
+    /// every reader holds the same lock.
+    pub(crate) node: AtomicU32,
+    /// The work function.
+    pub(crate) func: F,
+}
+
+/// The function type every work item is erased to.
+pub(crate) type WorkFn = dyn Fn(&Work) + Send + Sync + 'static;
+
+/// A work item: a function that workqueues run, at most once per queueing and never on two
+/// threads at once. Clone it to get another handle to the same item.
+///
+/// ```
+/// # let rt = cmwq::Runtime::builder().cpus(1).build();
+/// # let wq = rt.workqueue("doc").build().unwrap();
+/// let w = cmwq::Work::new(|_w: &cmwq::Work| println!("ran"));
+/// assert!(wq.queue(&w));
+/// ```
+#[derive(Clone)]
+pub struct Work {
+    pub(crate) inner: Arc<WorkInner<WorkFn>>,
+}
+
+impl Work {
+    /// A new idle work item running `f`. The function receives its own item, so it can queue
+    /// itself again.
+    pub fn new<F>(f: F) -> Work
+    where
+        F: Fn(&Work) + Send + Sync + 'static,
+    {
+        let inner: Arc<WorkInner<WorkFn>> = Arc::new(WorkInner {
+            state: WorkState::new(),
+            node: AtomicU32::new(NO_NODE),
+            func: f,
+        });
+        Work { inner }
+    }
+
+    /// A work item that runs `f` once (the body of `Workqueue::spawn`).
+    pub(crate) fn once<F>(f: F) -> Work
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let cell = crate::sync::Mutex::new(Some(f));
+        Work::new(move |_| {
+            if let Some(f) = cell.lock().take() {
+                f()
+            }
+        })
+    }
+
+    /// Whether the item is pending: queued and not yet started (advisory, like `work_pending`).
+    pub fn is_pending(&self) -> bool {
+        self.inner.state.load().is_pending()
+    }
+
+    /// The item's identity (its allocation's address): the busy table's key.
+    #[inline]
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as *const u8 as usize
+    }
+
+    pub(crate) fn state(&self) -> &WorkState {
+        &self.inner.state
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn node(&self) -> u32 {
+        self.inner.node.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_node(&self, n: u32) {
+        self.inner.node.store(n, Ordering::Relaxed)
+    }
+
+    pub(crate) fn run(&self) {
+        (self.inner.func)(self)
+    }
+
+    /// Whether two handles name the same item.
+    pub fn ptr_eq(&self, other: &Work) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl fmt::Debug for Work {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Work")
+            .field("id", &format_args!("{:#x}", self.id()))
+            .field("state", &self.inner.state.load())
+            .finish()
+    }
+}
