@@ -95,7 +95,9 @@ struct WqHandle {
 
 impl Drop for WqHandle {
     fn drop(&mut self) {
-        self.wq.destroy();
+        if self.wq.destroy() {
+            self.wq.detach();
+        }
     }
 }
 
@@ -221,6 +223,14 @@ impl Workqueue {
         self.handle.wq.max_active
     }
 
+    /// Destroys the workqueue now (`destroy_workqueue`): from here on queueing from outside is
+    /// refused with [`Error::Destroyed`] (its own items may still queue, as chained work), and
+    /// this waits until every item already queued has run. Dropping the last handle does the
+    /// same and then detaches the workqueue from its pools. Idempotent.
+    pub fn destroy(&self) {
+        self.handle.wq.destroy();
+    }
+
     /// The runtime this workqueue belongs to.
     pub fn runtime(&self) -> &Runtime {
         &self.handle.wq.rt
@@ -307,15 +317,15 @@ impl WqShared {
         pwq.pool.insert_work(&mut g, pwq.slot, work);
     }
 
-    /// Destroys the workqueue (`destroy_workqueue`): refuses new work from outside, waits until
-    /// every queued item has run, then detaches its pwqs from their pools. From one of its own
-    /// items this cannot wait for itself: it then only marks the queue as destroying and leaves
-    /// the pwqs to be reclaimed with the runtime.
-    fn destroy(&self) {
+    /// Destroys the workqueue (`destroy_workqueue`): refuses new work from outside and waits
+    /// until every queued item has run. From one of its own items this cannot wait for itself:
+    /// it then only marks the queue as destroying and returns `false`; the pwqs are then left
+    /// to be reclaimed with the runtime.
+    fn destroy(&self) -> bool {
         self.info.destroying.store(true, Ordering::Release);
         if self.is_chained() {
-            eprintln!("cmwq: workqueue {:?} dropped from one of its own items: not waiting for it to drain", self.info.name);
-            return;
+            eprintln!("cmwq: workqueue {:?} destroyed from one of its own items: not waiting for it to drain", self.info.name);
+            return false;
         }
         let clock = self.rt.clock();
         loop {
@@ -328,6 +338,12 @@ impl WqShared {
             }
             clock.wait_until(&self.info.drained, None);
         }
+        true
+    }
+
+    /// Detaches the pwqs from their pools; only once nothing is in flight and no handle is
+    /// left (so nothing can queue any more).
+    fn detach(&self) {
         for p in self.pwq_list() {
             p.pool.lock().pwqs.remove(p.slot as usize);
         }

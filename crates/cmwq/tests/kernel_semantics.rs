@@ -1,0 +1,277 @@
+//! The workqueue guarantees of the kernel's Documentation/core-api/workqueue.rst and of
+//! DESIGN.md §2 (1: pending dedupe and requeue-while-running; 2: non-reentrancy; 5:
+//! max_active and ordered queues), one test each, plus the refusal of bad input.
+//! Provenance: rewritten from the documented kernel behaviour, not from kernel code.
+
+mod support;
+
+use cmwq::{Error, Runtime, Work, WQ_MAX_ACTIVE};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{wait_for, Concurrency, Latch};
+
+fn rt(cpus: usize) -> Runtime {
+    Runtime::builder().cpus(cpus).build()
+}
+
+/// Guarantee 1: queueing a pending item returns false and does nothing more; the pending
+/// instance runs once.
+#[test]
+fn queue_of_pending_item_returns_false_and_coalesces() {
+    let rt = rt(1);
+    let wq = rt.workqueue("dedupe").ordered().build().unwrap();
+    let gate = Latch::new();
+    let g2 = gate.clone();
+    wq.spawn(move || g2.wait()); // holds the ordered queue
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r2 = runs.clone();
+    let w = Work::new(move |_| {
+        r2.fetch_add(1, Ordering::SeqCst);
+    });
+    assert!(wq.queue(&w));
+    assert!(w.is_pending());
+    for _ in 0..1000 {
+        assert!(!wq.queue(&w), "a pending item must not be queued twice");
+    }
+    gate.open();
+    wait_for("the pending instance to run", || runs.load(Ordering::SeqCst) == 1);
+    drop(wq); // drains
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "1001 queueings of a pending item run once");
+    assert!(!w.is_pending());
+}
+
+/// Guarantee 1: PENDING is cleared just before the function runs, so the function can queue
+/// its own item again, and that queueing returns true.
+#[test]
+fn item_can_requeue_itself_while_running() {
+    let rt = rt(2);
+    let wq = rt.workqueue("requeue").build().unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let accepted_inside = Arc::new(AtomicUsize::new(0));
+    let (r2, a2, wq2) = (runs.clone(), accepted_inside.clone(), wq.clone());
+    let w = Work::new(move |w| {
+        assert!(!w.is_pending(), "PENDING must be clear while the function runs");
+        if r2.fetch_add(1, Ordering::SeqCst) + 1 < 10 && wq2.queue(w) {
+            a2.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    assert!(wq.queue(&w));
+    wait_for("ten runs", || runs.load(Ordering::SeqCst) == 10);
+    assert_eq!(accepted_inside.load(Ordering::SeqCst), 9);
+}
+
+/// Guarantee 2: an item queued again while it runs, even from another CPU's pool, is routed to
+/// the worker already running it: it runs after the current execution, on the same thread,
+/// never at the same time.
+#[test]
+fn requeue_while_running_never_overlaps_and_stays_on_its_worker() {
+    let rt = rt(2);
+    let wq = rt.workqueue("nonreentrant").build().unwrap();
+    let running = Arc::new(AtomicBool::new(false));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let threads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let started = Latch::new();
+    let (r2, o2, t2, s2) = (running.clone(), overlaps.clone(), threads.clone(), started.clone());
+    let w = Work::new(move |_| {
+        if r2.swap(true, Ordering::SeqCst) {
+            o2.fetch_add(1, Ordering::SeqCst);
+        }
+        t2.lock().unwrap().push(std::thread::current().name().unwrap_or("?").to_owned());
+        s2.open();
+        std::thread::sleep(Duration::from_millis(30));
+        r2.store(false, Ordering::SeqCst);
+    });
+    assert!(wq.queue_on(0, &w));
+    started.wait();
+    // While it runs on CPU 0's pool, queue it on CPU 1's pool: the redirect sends it back.
+    assert!(wq.queue_on(1, &w));
+    wait_for("the second run", || threads.lock().unwrap().len() == 2);
+    wait_for("the end", || !running.load(Ordering::SeqCst) && !w.is_pending());
+    let t = threads.lock().unwrap().clone();
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0, "two executions overlapped");
+    assert_eq!(t[0], t[1], "the requeued instance must run on the worker that ran the first");
+    assert!(t[0].starts_with("kworker/0:"), "ran on {t:?}");
+}
+
+/// Guarantee 2 under load: many threads hammer one item on several CPUs; it never runs on two
+/// threads at once.
+#[test]
+fn hammered_item_never_runs_twice_at_once() {
+    let rt = rt(2);
+    let wq = rt.workqueue("hammer").build().unwrap();
+    let c = Arc::new(Concurrency::default());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (c2, r2) = (c.clone(), runs.clone());
+    let w = Work::new(move |_| {
+        c2.enter();
+        r2.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_micros(200));
+        c2.exit();
+    });
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let producers: Vec<_> = (0..4)
+        .map(|i| {
+            let (wq, w, accepted) = (wq.clone(), w.clone(), accepted.clone());
+            std::thread::spawn(move || {
+                for k in 0..20_000 {
+                    if wq.queue_on((i + k) % 2, &w) {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    wait_for("all accepted queueings to run", || runs.load(Ordering::SeqCst) == accepted.load(Ordering::SeqCst) && !w.is_pending());
+    assert_eq!(c.max(), 1, "the item ran on two threads at once");
+    assert!(accepted.load(Ordering::SeqCst) > 1);
+}
+
+/// Guarantee 5: max_active bounds the items of one unbound workqueue running at once, and the
+/// bound is reached.
+#[test]
+fn max_active_bounds_unbound_queue_and_is_reached() {
+    let rt = rt(2);
+    let wq = rt.workqueue("ma3").unbound().max_active(3).build().unwrap();
+    let c = Arc::new(Concurrency::default());
+    let done = Arc::new(AtomicUsize::new(0));
+    for _ in 0..30 {
+        let (c, done) = (c.clone(), done.clone());
+        wq.spawn(move || {
+            c.enter();
+            std::thread::sleep(Duration::from_millis(5));
+            c.exit();
+            done.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    wait_for("30 items", || done.load(Ordering::SeqCst) == 30);
+    assert_eq!(c.max(), 3, "max_active 3 must be reached and never exceeded");
+}
+
+/// Guarantee 5 on a per-CPU workqueue: the bound holds per pool.
+#[test]
+fn max_active_is_per_cpu_on_percpu_queues() {
+    let rt = rt(2);
+    let wq = rt.workqueue("ma2").max_active(2).build().unwrap();
+    let per_cpu: Arc<Vec<Concurrency>> = Arc::new((0..2).map(|_| Concurrency::default()).collect());
+    let done = Arc::new(AtomicUsize::new(0));
+    for i in 0..40 {
+        let (pc, done) = (per_cpu.clone(), done.clone());
+        let cpu = i % 2;
+        let w = Work::new(move |_| {
+            pc[cpu].enter();
+            // Sleeping items make the pool start more workers; max_active must still hold.
+            std::thread::sleep(Duration::from_millis(4));
+            pc[cpu].exit();
+            done.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(wq.queue_on(cpu, &w));
+    }
+    wait_for("40 items", || done.load(Ordering::SeqCst) == 40);
+    for (cpu, c) in per_cpu.iter().enumerate() {
+        assert_eq!(c.max(), 2, "CPU {cpu}: max_active 2 per pool must be reached and never exceeded");
+    }
+}
+
+/// Guarantee 5: an ordered workqueue runs one item at a time, in queueing order.
+#[test]
+fn ordered_queue_runs_one_at_a_time_in_order() {
+    let rt = rt(2);
+    let wq = rt.workqueue("ordered").ordered().build().unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let c = Arc::new(Concurrency::default());
+    for i in 0..2000 {
+        let (order, c) = (order.clone(), c.clone());
+        assert!(wq.spawn(move || {
+            c.enter();
+            order.lock().unwrap().push(i);
+            c.exit();
+        }));
+    }
+    wait_for("2000 items", || order.lock().unwrap().len() == 2000);
+    assert_eq!(*order.lock().unwrap(), (0..2000).collect::<Vec<_>>());
+    assert_eq!(c.max(), 1);
+    assert_eq!(wq.max_active(), 1);
+}
+
+/// Bad input is refused with a clear error, never a panic inside.
+#[test]
+fn bad_input_is_refused_clearly() {
+    let rt = rt(2);
+    let e = rt.workqueue("").build().unwrap_err();
+    assert!(matches!(e, Error::InvalidName { .. }), "{e}");
+    let e = rt.workqueue(&"n".repeat(40)).build().unwrap_err();
+    assert!(e.to_string().contains("31 bytes"), "{e}");
+    let e = rt.workqueue("o").ordered().max_active(4).build().unwrap_err();
+    assert!(matches!(e, Error::InvalidAttrs(_)), "{e}");
+    // Clamped with a warning, as the kernel does.
+    let wq = rt.workqueue("big").max_active(1 << 20).build().unwrap();
+    assert_eq!(wq.max_active(), WQ_MAX_ACTIVE);
+    let wq0 = rt.workqueue("dfl").build().unwrap();
+    assert_eq!(wq0.max_active(), cmwq::WQ_DFL_ACTIVE);
+    // A CPU that does not exist.
+    let w = Work::new(|_| {});
+    let e = wq.try_queue_on(7, &w).unwrap_err();
+    assert!(matches!(e, Error::InvalidCpu { cpu: 7, nr_cpus: 2 }), "{e}");
+    assert!(!wq.queue_on(7, &w));
+    assert!(!w.is_pending(), "a refused queueing must leave the item idle");
+    // Queueing onto a destroyed workqueue.
+    wq.destroy();
+    let e = wq.try_queue(&w).unwrap_err();
+    assert!(matches!(e, Error::Destroyed { .. }), "{e}");
+    assert!(!wq.queue(&w));
+    assert!(!w.is_pending());
+    // The item is not damaged: it can be queued elsewhere.
+    assert!(wq0.queue(&w));
+}
+
+/// Destroy waits for queued work, and the counters agree with what ran.
+#[test]
+fn destroy_drains_and_counters_add_up() {
+    let rt = rt(2);
+    let wq = rt.workqueue("drainme").unbound().max_active(2).build().unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    for _ in 0..50 {
+        let done = done.clone();
+        wq.spawn(move || {
+            std::thread::sleep(Duration::from_millis(1));
+            done.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    wq.destroy();
+    assert_eq!(done.load(Ordering::SeqCst), 50, "destroy returned before the queue drained");
+    let s = wq.stats();
+    assert_eq!((s.started, s.completed, s.in_flight()), (50, 50, 0));
+}
+
+/// The system workqueues exist on the global runtime and run items.
+#[test]
+fn system_workqueues_run_items() {
+    let n = Arc::new(AtomicUsize::new(0));
+    for wq in [cmwq::system(), cmwq::system_unbound(), cmwq::system_highpri(), cmwq::system_long()] {
+        let n = n.clone();
+        assert!(wq.spawn(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    wait_for("4 system items", || n.load(Ordering::SeqCst) == 4);
+    assert_eq!(cmwq::system().name(), "events");
+    assert_eq!(cmwq::system_unbound().name(), "events_unbound");
+}
+
+/// A panicking item is caught and counted; the worker and the queue go on.
+#[test]
+fn panicking_item_is_counted_and_the_pool_goes_on() {
+    let rt = rt(1);
+    let wq = rt.workqueue("panics").build().unwrap();
+    wq.spawn(|| panic!("boom"));
+    let ok = Arc::new(AtomicBool::new(false));
+    let ok2 = ok.clone();
+    wq.spawn(move || ok2.store(true, Ordering::SeqCst));
+    wait_for("the item after the panic", || ok.load(Ordering::SeqCst));
+    wait_for("counters", || wq.stats().completed == 2);
+    assert_eq!(wq.stats().panicked, 1);
+}

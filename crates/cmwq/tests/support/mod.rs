@@ -1,0 +1,135 @@
+//! Shared test support: deadlines, latches, a seeded RNG, per-item ledgers.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every wait in the tests has this deadline: a hang fails instead of blocking CI.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `f` every 200 us until it holds; panics with `what` after [`DEADLINE`].
+#[track_caller]
+pub fn wait_for(what: &str, f: impl Fn() -> bool) {
+    wait_for_within(what, DEADLINE, f)
+}
+
+#[track_caller]
+pub fn wait_for_within(what: &str, within: Duration, f: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A one-shot gate: `wait` blocks (in a condvar, state S) until `open`.
+#[derive(Default, Clone)]
+pub struct Latch(Arc<(Mutex<bool>, Condvar)>);
+
+impl Latch {
+    pub fn new() -> Latch {
+        Latch::default()
+    }
+    pub fn open(&self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+    }
+    pub fn is_open(&self) -> bool {
+        *self.0 .0.lock().unwrap()
+    }
+    /// Waits until open; panics after the deadline so a hung item fails the test.
+    pub fn wait(&self) {
+        let t = Instant::now();
+        let mut g = self.0 .0.lock().unwrap();
+        while !*g {
+            assert!(t.elapsed() < DEADLINE, "latch never opened");
+            g = self.0 .1.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
+        }
+    }
+}
+
+/// xorshift64*: a small seeded generator so failures can be replayed from the printed seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The seed for a randomized test: `WQ_STRESS_SEED` if set, else from the time. Printed.
+pub fn seed() -> u64 {
+    let s = std::env::var("WQ_STRESS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    eprintln!("seed: WQ_STRESS_SEED={s}");
+    s
+}
+
+/// Tracks how many items run at once and the most that ever did.
+#[derive(Default)]
+pub struct Concurrency {
+    pub now: AtomicUsize,
+    pub max: AtomicUsize,
+}
+
+impl Concurrency {
+    /// Enter; returns the new count.
+    pub fn enter(&self) -> usize {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        n
+    }
+    pub fn exit(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+}
+
+/// Per-item exactly-once ledger (spec/quality.md A11.5).
+pub struct Ledger {
+    pub accepted: Vec<AtomicU32>,
+    pub ran: Vec<AtomicU32>,
+    pub running: Vec<AtomicBool>,
+    pub overlaps: AtomicU32,
+}
+
+impl Ledger {
+    pub fn new(n: usize) -> Arc<Ledger> {
+        Arc::new(Ledger {
+            accepted: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            ran: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            running: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            overlaps: AtomicU32::new(0),
+        })
+    }
+    /// Call at the start of item `id`'s function: counts a run and checks reentrancy.
+    pub fn enter(&self, id: usize) {
+        if self.running[id].swap(true, Ordering::SeqCst) {
+            self.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        self.ran[id].fetch_add(1, Ordering::SeqCst);
+    }
+    pub fn exit(&self, id: usize) {
+        self.running[id].store(false, Ordering::SeqCst);
+    }
+    pub fn total_accepted(&self) -> u64 {
+        self.accepted.iter().map(|a| a.load(Ordering::SeqCst) as u64).sum()
+    }
+    pub fn total_ran(&self) -> u64 {
+        self.ran.iter().map(|a| a.load(Ordering::SeqCst) as u64).sum()
+    }
+}
