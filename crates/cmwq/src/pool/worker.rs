@@ -137,7 +137,12 @@ fn process_one_work<'a>(
     pool.kick_pool(&mut g);
     work.state().release_for_run(pool.id);
     g.pwqs[slot as usize].stats.started += 1;
+    let waiting = pool.is_cm() && !g.worklist.is_empty() && g.nr_running > 0;
     drop(g);
+    if waiting {
+        // Items wait behind this worker: the monitor must watch for it sleeping.
+        pool.env.monitor.note_waiting();
+    }
     pool.env.monitor.note_busy();
     drop(deferred.take());
 

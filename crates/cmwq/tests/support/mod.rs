@@ -18,7 +18,10 @@ pub fn wait_for(what: &str, f: impl Fn() -> bool) {
 pub fn wait_for_within(what: &str, within: Duration, f: impl Fn() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        assert!(
+            t.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_micros(200));
     }
 }
@@ -44,7 +47,12 @@ impl Latch {
         let mut g = self.0 .0.lock().unwrap();
         while !*g {
             assert!(t.elapsed() < DEADLINE, "latch never opened");
-            g = self.0 .1.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
+            g = self
+                .0
+                 .1
+                .wait_timeout(g, Duration::from_millis(50))
+                .unwrap()
+                .0;
         }
     }
 }
@@ -72,7 +80,12 @@ pub fn seed() -> u64 {
     let s = std::env::var("WQ_STRESS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     eprintln!("seed: WQ_STRESS_SEED={s}");
     s
 }
@@ -127,9 +140,15 @@ impl Ledger {
         self.running[id].store(false, Ordering::SeqCst);
     }
     pub fn total_accepted(&self) -> u64 {
-        self.accepted.iter().map(|a| a.load(Ordering::SeqCst) as u64).sum()
+        self.accepted
+            .iter()
+            .map(|a| a.load(Ordering::SeqCst) as u64)
+            .sum()
     }
     pub fn total_ran(&self) -> u64 {
-        self.ran.iter().map(|a| a.load(Ordering::SeqCst) as u64).sum()
+        self.ran
+            .iter()
+            .map(|a| a.load(Ordering::SeqCst) as u64)
+            .sum()
     }
 }

@@ -1,0 +1,245 @@
+//! Measuring tools shared by the workloads: the process's thread count and a sampler of its
+//! peak, process resource usage (CPU time and context switches, from `getrusage`), the calling
+//! thread's CPU clock and a CPU burner on it, percentiles, and a count-down latch with a
+//! deadline.
+//!
+//! Everything here reads process-wide counters, so a workload measures one system at a time:
+//! only then are the thread count, CPU time and context switches attributable to it.
+
+use nix::sys::resource::{getrusage, UsageWho};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Threads of this process now (`Threads:` of `/proc/self/status`), 0 if unreadable.
+pub fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Samples the process's thread count every millisecond from its own thread and keeps the
+/// peak. Start it before the pool under test is built, so the pool's own threads count.
+#[derive(Debug)]
+pub struct ThreadSampler {
+    baseline: usize,
+    peak: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl ThreadSampler {
+    /// Starts sampling; the baseline (taken once the sampler runs, so it counts itself) is the
+    /// thread count before the measured run.
+    pub fn start() -> ThreadSampler {
+        let peak = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        let handle = thread::Builder::new()
+            .name("bench-sampler".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    p.fetch_max(thread_count(), Ordering::Relaxed);
+                    thread::sleep(Duration::from_millis(1));
+                }
+            })
+            .expect("cannot start the thread sampler");
+        // Wait until the sampler thread exists, so the baseline includes it.
+        let mut baseline = thread_count();
+        while peak.load(Ordering::Relaxed) == 0 {
+            thread::yield_now();
+            baseline = thread_count();
+        }
+        ThreadSampler {
+            baseline,
+            peak,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops sampling and returns the peak thread count above the baseline.
+    pub fn stop(mut self) -> usize {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.peak
+            .load(Ordering::Relaxed)
+            .max(thread_count())
+            .saturating_sub(self.baseline)
+    }
+}
+
+impl Drop for ThreadSampler {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Process resource usage at one moment (all threads, including those that exited).
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    /// User plus system CPU time.
+    pub cpu: Duration,
+    /// Voluntary context switches.
+    pub voluntary: i64,
+    /// Involuntary context switches.
+    pub involuntary: i64,
+}
+
+impl Usage {
+    /// `getrusage(RUSAGE_SELF)` now.
+    pub fn now() -> Usage {
+        let u = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage(RUSAGE_SELF) failed");
+        let tv = |t: nix::sys::time::TimeVal| {
+            Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+        };
+        Usage {
+            cpu: tv(u.user_time()) + tv(u.system_time()),
+            voluntary: u.voluntary_context_switches(),
+            involuntary: u.involuntary_context_switches(),
+        }
+    }
+
+    /// CPU time used since `earlier`.
+    pub fn cpu_since(&self, earlier: &Usage) -> Duration {
+        self.cpu.saturating_sub(earlier.cpu)
+    }
+
+    /// Context switches (voluntary and involuntary) since `earlier`.
+    pub fn switches_since(&self, earlier: &Usage) -> i64 {
+        (self.voluntary - earlier.voluntary) + (self.involuntary - earlier.involuntary)
+    }
+}
+
+/// CPU time used by the calling thread (`CLOCK_THREAD_CPUTIME_ID`).
+pub fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Spins until the calling thread has used `d` more CPU time: the same amount of work whether
+/// the thread has a core to itself or shares one.
+pub fn burn_cpu(d: Duration) {
+    let start = thread_cpu_time();
+    while thread_cpu_time().saturating_sub(start) < d {
+        for _ in 0..64 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// The `q`-quantile (0..=1) of `samples` (nearest rank); `None` if empty.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Option<Duration> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    let rank = (q * samples.len() as f64).ceil() as usize;
+    Some(samples[rank.clamp(1, samples.len()) - 1])
+}
+
+/// A count-down latch: `count_down` is one atomic RMW, and the last one wakes the waiters.
+#[derive(Debug)]
+pub struct Latch {
+    left: AtomicUsize,
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Latch {
+    /// A latch that opens after `n` count-downs (at once if `n` is 0).
+    pub fn new(n: usize) -> Latch {
+        Latch {
+            left: AtomicUsize::new(n),
+            done: Mutex::new(n == 0),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Counts down once; the last count-down opens the latch.
+    pub fn count_down(&self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            self.cv.notify_all();
+        }
+    }
+
+    /// Count-downs still missing.
+    pub fn remaining(&self) -> usize {
+        self.left.load(Ordering::Acquire)
+    }
+
+    /// Waits until the latch opens or `deadline` passes; returns whether it opened.
+    pub fn wait_until(&self, deadline: Instant) -> bool {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            done = self
+                .cv
+                .wait_timeout(done, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles() {
+        let mut v: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        v.reverse();
+        assert_eq!(quantile(&mut v, 0.5), Some(Duration::from_micros(50)));
+        assert_eq!(quantile(&mut v, 0.99), Some(Duration::from_micros(99)));
+        assert_eq!(quantile(&mut v, 0.0), Some(Duration::from_micros(1)));
+        assert_eq!(quantile(&mut [], 0.5), None);
+    }
+
+    #[test]
+    fn latch_opens_and_times_out() {
+        let l = Latch::new(2);
+        l.count_down();
+        assert!(!l.wait_until(Instant::now() + Duration::from_millis(5)));
+        l.count_down();
+        assert!(l.wait_until(Instant::now() + Duration::from_secs(5)));
+        assert_eq!(l.remaining(), 0);
+    }
+
+    #[test]
+    fn burn_uses_cpu_time() {
+        let t0 = thread_cpu_time();
+        burn_cpu(Duration::from_millis(3));
+        assert!(thread_cpu_time() - t0 >= Duration::from_millis(3));
+    }
+
+    #[test]
+    fn sampler_sees_new_threads() {
+        let s = ThreadSampler::start();
+        let hs: Vec<_> = (0..3)
+            .map(|_| thread::spawn(|| thread::sleep(Duration::from_millis(30))))
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert!(s.stop() >= 3);
+        assert!(Usage::now().cpu > Duration::ZERO);
+    }
+}
