@@ -38,7 +38,7 @@ pub enum CmwqKind {
     /// A per-CPU workqueue fed with `Workqueue::spawn`, so each item goes to the pool of the
     /// CPU the submitter runs on.
     PerCpuLocal,
-    /// A per-CPU workqueue, every item on CPU `0`'s pool.
+    /// A per-CPU workqueue, every item on this CPU's pool.
     PerCpuOn(usize),
 }
 

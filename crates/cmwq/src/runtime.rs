@@ -21,7 +21,7 @@ use crate::sync::{thread, Arc, AtomicBool, AtomicU32, Mutex, Ordering};
 use crate::timer::TimerService;
 use crate::workqueue::WorkqueueBuilder;
 use std::fmt;
-use std::sync::OnceLock;
+use crate::sync::OnceLock;
 use std::time::Duration;
 
 /// Cull idle workers after 300 s (`IDLE_WORKER_TIMEOUT`).
@@ -265,7 +265,7 @@ pub struct RuntimeBuilder {
 
 impl Default for RuntimeBuilder {
     fn default() -> Self {
-        let nr_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let nr_cpus = thread::available_parallelism().map_or(1, |n| n.get());
         RuntimeBuilder {
             config: Config {
                 nr_cpus,

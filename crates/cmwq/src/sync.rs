@@ -10,7 +10,7 @@ pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
 pub(crate) use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
-pub(crate) use std::sync::{Arc, Weak};
+pub(crate) use std::sync::{Arc, OnceLock, Weak};
 
 /// A one-thread parker: `park` blocks until `unpark` is (or was) called; the token is sticky,
 /// so a wake-up sent before the sleep is never lost.
@@ -18,5 +18,5 @@ pub(crate) use crossbeam_utils::sync::{Parker, Unparker};
 
 /// Thread handles and the thread-local current-worker slot come from std.
 pub(crate) mod thread {
-    pub(crate) use std::thread::{Builder, JoinHandle};
+    pub(crate) use std::thread::{available_parallelism, Builder, JoinHandle};
 }

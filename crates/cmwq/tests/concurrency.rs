@@ -1,6 +1,7 @@
 //! Guarantee 6 of DESIGN.md §2, concurrency management on per-CPU pools: while a worker runs,
 //! a new item waits; when every worker sleeps or blocks, another starts within a bounded
 //! delay; the `blocking` hint acts at once; a CPU hog stops counting after 10 ms.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // Tests act as users: real threads and time.
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! DESIGN.md §2 (1: pending dedupe and requeue-while-running; 2: non-reentrancy; 5:
 //! max_active and ordered queues), one test each, plus the refusal of bad input.
 //! Provenance: rewritten from the documented kernel behaviour, not from kernel code.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // Tests act as users: real threads and time.
 
 mod support;
 

@@ -9,6 +9,7 @@
 //! failure with a state dump.
 //!
 //! Bounds: `WQ_STRESS_SECS` (default 2) of load, replay with `WQ_STRESS_SEED`.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // Tests act as users: real threads and time.
 
 mod support;
 

@@ -71,10 +71,7 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
                 continue;
             }
             g.worker_clr_flags(me, flags::PREP);
-            loop {
-                let Some(head) = g.worklist.front() else {
-                    break;
-                };
+            while let Some(head) = g.worklist.front() {
                 if g.assign_work(head, me) {
                     g = process_scheduled_works(&pool, g, me, &mut deferred);
                 }

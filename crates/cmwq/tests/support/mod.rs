@@ -1,5 +1,5 @@
 //! Shared test support: deadlines, latches, a seeded RNG, per-item ledgers.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
