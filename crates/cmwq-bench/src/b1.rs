@@ -1,0 +1,115 @@
+//! B1, tiny-item throughput: one producer submits 1,000,000 closures that only count down a
+//! latch; `items_per_s` is items over the time from the first submission until the last item
+//! has run. It measures the per-item cost of each system's queueing, hand-off and dispatch,
+//! which is what a busy workqueue pays on every item (DESIGN.md section 6: cmwq at least as
+//! fast as the crossbeam-channel pool).
+//!
+//! cmwq runs the closures on an unbound workqueue through `Workqueue::spawn`, like the peers'
+//! closures. Its `max_active` is the default (`WQ_DFL_ACTIVE`, 1024): what a user gets without
+//! tuning. Unbound pools have no concurrency management, so the pool may start more workers
+//! than CPUs while items wait; `items_per_s_max_active_ncpu` repeats the run with
+//! `max_active` = ncpu (as many threads as the fixed pools) to show what that costs.
+//!
+//! And the already-pending path (cmwq only): `ns_per_queue_pending` is the cost of
+//! `Workqueue::queue` on an item that is already pending, which must be one atomic
+//! read-modify-write (target under 10 ns). The item is made pending behind a blocked item on
+//! an ordered workqueue, so it cannot run while 10,000,000 calls are timed, each returning
+//! `false`.
+
+use crate::measure::Latch;
+use crate::peers::{CmwqKind, Pool, BASELINE, SYSTEMS};
+use crate::Report;
+use cmwq::{Runtime, Work};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Items per throughput run.
+const ITEMS: usize = 1_000_000;
+/// Calls timed on the pending path.
+const PENDING_CALLS: u64 = 10_000_000;
+/// A run that has not finished by then is reported with what it reached.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+pub(crate) fn run(r: &mut Report) -> Result<(), String> {
+    let ncpu = r.ncpu;
+    for &sys in SYSTEMS {
+        let rate = throughput(sys, ncpu, CmwqKind::Unbound { max_active: 0 })?;
+        r.say(&format!("b1 {sys:<10} {:>6.2} M items/s", rate / 1e6));
+        r.record("b1", sys, "items_per_s", rate);
+    }
+    let rate = throughput("cmwq", ncpu, CmwqKind::Unbound { max_active: ncpu })?;
+    r.say(&format!(
+        "b1 cmwq (max_active {ncpu}) {:>6.2} M items/s",
+        rate / 1e6
+    ));
+    r.record("b1", "cmwq", "items_per_s_max_active_ncpu", rate);
+
+    let ns = pending_path(ncpu, r)?;
+    r.say(&format!("b1 cmwq already-pending queue: {ns:.2} ns/call"));
+    r.record("b1", "cmwq", "ns_per_queue_pending", ns);
+
+    let base = r.get("b1", BASELINE, "items_per_s").unwrap_or(f64::NAN);
+    for &sys in SYSTEMS.iter().filter(|s| **s != BASELINE) {
+        let v = r.get("b1", sys, "items_per_s").unwrap_or(f64::NAN);
+        r.record("b1", sys, "ratio_vs_crossbeam", v / base);
+    }
+    let ratio = r.get("b1", "cmwq", "ratio_vs_crossbeam").unwrap_or(0.0);
+    r.record(
+        "b1",
+        "cmwq",
+        "meets_target",
+        f64::from(u8::from(ratio >= 1.0 && ns < 10.0)),
+    );
+    Ok(())
+}
+
+/// Items per second of one run of `ITEMS` tiny closures on a fresh pool of `sys`.
+fn throughput(sys: &str, ncpu: usize, kind: CmwqKind) -> Result<f64, String> {
+    let pool = Pool::new(sys, ncpu, kind)?;
+    let latch = Arc::new(Latch::new(ITEMS));
+    let t0 = Instant::now();
+    for _ in 0..ITEMS {
+        let l = latch.clone();
+        pool.spawn(move || l.count_down());
+    }
+    let done = latch.wait_until(t0 + DEADLINE);
+    let elapsed = t0.elapsed();
+    let ran = ITEMS - latch.remaining();
+    pool.finish(!done);
+    Ok(ran as f64 / elapsed.as_secs_f64())
+}
+
+/// Nanoseconds per `queue` call on an item that is already pending.
+fn pending_path(ncpu: usize, r: &mut Report) -> Result<f64, String> {
+    let rt = Runtime::builder().cpus(ncpu).build();
+    let wq = rt
+        .workqueue("b1-pending")
+        .ordered()
+        .build()
+        .map_err(|e| format!("cmwq: {e}"))?;
+    let gate = Arc::new(Latch::new(1));
+    let g = gate.clone();
+    let blocker = Work::new(move |_| {
+        g.wait_until(Instant::now() + DEADLINE);
+    });
+    let item = Work::new(|_| {});
+    if !wq.queue(&blocker) || !wq.queue(&item) {
+        return Err("b1: cmwq did not accept the blocker or the item".into());
+    }
+    let t0 = Instant::now();
+    let mut accepted = 0u64;
+    for _ in 0..PENDING_CALLS {
+        accepted += u64::from(wq.queue(black_box(&item)));
+    }
+    let ns = t0.elapsed().as_nanos() as f64 / PENDING_CALLS as f64;
+    gate.count_down();
+    if accepted != 0 {
+        r.say(&format!(
+            "b1 WARNING: cmwq accepted {accepted} queueings of an already-pending item"
+        ));
+    }
+    drop(wq);
+    drop(rt);
+    Ok(ns)
+}
