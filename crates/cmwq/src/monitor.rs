@@ -73,9 +73,7 @@ pub(crate) fn pin_current_thread(cpu: usize) {
     let Ok(allowed) = sched_getaffinity(None) else {
         return;
     };
-    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU)
-        .filter(|&c| allowed.is_set(c))
-        .collect();
+    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| allowed.is_set(c)).collect();
     if cpus.is_empty() {
         return;
     }
@@ -126,9 +124,7 @@ impl Monitor {
     /// A worker started an item: make sure the monitor ticks.
     #[inline]
     pub(crate) fn note_busy(&self) {
-        if self.mode.load(Ordering::SeqCst) == PARKED
-            && self.mode.swap(SLOW, Ordering::SeqCst) == PARKED
-        {
+        if self.mode.load(Ordering::SeqCst) == PARKED && self.mode.swap(SLOW, Ordering::SeqCst) == PARKED {
             self.sleeper.notify();
         }
     }
@@ -136,9 +132,7 @@ impl Monitor {
     /// Items wait behind running workers on a per-CPU pool: tick fast.
     #[inline]
     pub(crate) fn note_waiting(&self) {
-        if self.mode.load(Ordering::SeqCst) != FAST
-            && self.mode.swap(FAST, Ordering::SeqCst) != FAST
-        {
+        if self.mode.load(Ordering::SeqCst) != FAST && self.mode.swap(FAST, Ordering::SeqCst) != FAST {
             self.sleeper.notify();
         }
     }
@@ -254,12 +248,7 @@ fn scan_pool(pool: &WorkerPool, cfg: &crate::runtime::Config, scan: &mut Scan) {
         let wflags = w.flags;
         if !mon.valid || mon.seq != *seq {
             let w = &mut g.workers[*id];
-            w.mon = crate::pool::MonSample {
-                seq: *seq,
-                runtime: *rt,
-                hog_base: *rt,
-                valid: true,
-            };
+            w.mon = crate::pool::MonSample { seq: *seq, runtime: *rt, hog_base: *rt, valid: true };
             continue;
         }
         let delta = rt.saturating_sub(mon.runtime);

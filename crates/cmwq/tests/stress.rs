@@ -35,17 +35,10 @@ struct Setup {
 fn build(rt: &Runtime, seed: u64) -> Setup {
     let wqs = vec![
         rt.workqueue("stress-percpu").max_active(3).build().unwrap(),
-        rt.workqueue("stress-unbound")
-            .unbound()
-            .max_active(4)
-            .build()
-            .unwrap(),
+        rt.workqueue("stress-unbound").unbound().max_active(4).build().unwrap(),
         rt.workqueue("stress-ordered").ordered().build().unwrap(),
     ];
-    let conc: Vec<Arc<Concurrency>> = wqs
-        .iter()
-        .map(|_| Arc::new(Concurrency::default()))
-        .collect();
+    let conc: Vec<Arc<Concurrency>> = wqs.iter().map(|_| Arc::new(Concurrency::default())).collect();
     let ledger = Ledger::new(ITEMS);
     let mut rng = Rng::new(seed ^ 0xabcdef);
     let items = (0..ITEMS)
@@ -96,10 +89,7 @@ fn dump(rt: &Runtime, s: &Setup) -> String {
         out += &format!("{}: {:?}\n", wq.name(), wq.stats());
     }
     for (id, (_, w)) in s.items.iter().enumerate() {
-        let (a, r) = (
-            s.ledger.accepted[id].load(Ordering::SeqCst),
-            s.ledger.ran[id].load(Ordering::SeqCst),
-        );
+        let (a, r) = (s.ledger.accepted[id].load(Ordering::SeqCst), s.ledger.ran[id].load(Ordering::SeqCst));
         if a != r || w.is_pending() {
             out += &format!("item {id}: accepted {a} ran {r} {w:?}\n");
         }
@@ -120,10 +110,7 @@ fn progress(s: &Setup) -> u64 {
 
 fn run_stress(cpus: usize, producers: usize) {
     let seed = seed();
-    let secs: f64 = std::env::var("WQ_STRESS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2.0);
+    let secs: f64 = std::env::var("WQ_STRESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
     let rt = Runtime::builder().cpus(cpus).build();
     let s = Arc::new(build(&rt, seed));
     let stop = Arc::new(AtomicBool::new(false));
@@ -171,11 +158,7 @@ fn run_stress(cpus: usize, producers: usize) {
         if p != last.0 {
             last = (p, Instant::now());
         }
-        assert!(
-            last.1.elapsed() < STALL,
-            "stress stalled (seed {seed}):\n{}",
-            dump(&rt, &s)
-        );
+        assert!(last.1.elapsed() < STALL, "stress stalled (seed {seed}):\n{}", dump(&rt, &s));
     }
     stop.store(true, Ordering::SeqCst);
     for h in handles {
@@ -189,11 +172,7 @@ fn run_stress(cpus: usize, producers: usize) {
         if p != last.0 {
             last = (p, Instant::now());
         }
-        assert!(
-            last.1.elapsed() < STALL,
-            "not quiescent (seed {seed}):\n{}",
-            dump(&rt, &s)
-        );
+        assert!(last.1.elapsed() < STALL, "not quiescent (seed {seed}):\n{}", dump(&rt, &s));
     }
     let l = &s.ledger;
     eprintln!(
@@ -210,11 +189,7 @@ fn run_stress(cpus: usize, producers: usize) {
             "item {id}: accepted != ran (seed {seed})"
         );
     }
-    assert_eq!(
-        l.overlaps.load(Ordering::SeqCst),
-        0,
-        "an item ran on two threads at once (seed {seed})"
-    );
+    assert_eq!(l.overlaps.load(Ordering::SeqCst), 0, "an item ran on two threads at once (seed {seed})");
     let limits = [3 * cpus, 4, 1];
     for (i, c) in s.conc.iter().enumerate() {
         assert!(
@@ -225,18 +200,10 @@ fn run_stress(cpus: usize, producers: usize) {
             limits[i]
         );
     }
-    assert_eq!(
-        s.conc[1].max(),
-        4,
-        "the unbound max_active was never reached (seed {seed})"
-    );
+    assert_eq!(s.conc[1].max(), 4, "the unbound max_active was never reached (seed {seed})");
     assert_eq!(s.conc[2].max(), 1);
     let total_completed: u64 = s.wqs.iter().map(|wq| wq.stats().completed).sum();
-    assert_eq!(
-        total_completed,
-        l.total_ran() + s.spawned_ran.load(Ordering::SeqCst),
-        "stats disagree with the ledger"
-    );
+    assert_eq!(total_completed, l.total_ran() + s.spawned_ran.load(Ordering::SeqCst), "stats disagree with the ledger");
 }
 
 #[test]

@@ -15,7 +15,7 @@
 use super::{flags, MonSample, PoolGuard, Sleeping, WorkerPool, WorkerRec};
 use crate::spawn::{SpawnRequest, ThreadKind};
 use crate::sync::{Arc, Parker};
-use std::collections::VecDeque;
+use crate::worklist::List;
 use std::io;
 use std::time::Instant;
 
@@ -30,17 +30,13 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<()> {
         if g.dying {
             return Ok(());
         }
-        let base = if pool.is_cm() {
-            flags::PREP
-        } else {
-            flags::PREP | flags::UNBOUND
-        };
+        let base = if pool.is_cm() { flags::PREP } else { flags::PREP | flags::UNBOUND };
         let id = g.workers.insert(WorkerRec {
             flags: base,
             sleeping: Sleeping::No,
             unparker: unparker.clone(),
             current: None,
-            scheduled: VecDeque::new(),
+            scheduled: List::default(),
             last_active: now,
             handle: None,
             probe: None,

@@ -18,10 +18,7 @@ pub fn wait_for(what: &str, f: impl Fn() -> bool) {
 pub fn wait_for_within(what: &str, within: Duration, f: impl Fn() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(
-            t.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
+        assert!(t.elapsed() < within, "timed out after {within:?} waiting for {what}");
         std::thread::sleep(Duration::from_micros(200));
     }
 }
@@ -47,12 +44,7 @@ impl Latch {
         let mut g = self.0 .0.lock().unwrap();
         while !*g {
             assert!(t.elapsed() < DEADLINE, "latch never opened");
-            g = self
-                .0
-                 .1
-                .wait_timeout(g, Duration::from_millis(50))
-                .unwrap()
-                .0;
+            g = self.0 .1.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
         }
     }
 }
@@ -77,15 +69,9 @@ impl Rng {
 
 /// The seed for a randomized test: `WQ_STRESS_SEED` if set, else from the time. Printed.
 pub fn seed() -> u64 {
-    let s = std::env::var("WQ_STRESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let s = std::env::var("WQ_STRESS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
     eprintln!("seed: WQ_STRESS_SEED={s}");
     s
 }
@@ -140,15 +126,9 @@ impl Ledger {
         self.running[id].store(false, Ordering::SeqCst);
     }
     pub fn total_accepted(&self) -> u64 {
-        self.accepted
-            .iter()
-            .map(|a| a.load(Ordering::SeqCst) as u64)
-            .sum()
+        self.accepted.iter().map(|a| a.load(Ordering::SeqCst) as u64).sum()
     }
     pub fn total_ran(&self) -> u64 {
-        self.ran
-            .iter()
-            .map(|a| a.load(Ordering::SeqCst) as u64)
-            .sum()
+        self.ran.iter().map(|a| a.load(Ordering::SeqCst) as u64).sum()
     }
 }
