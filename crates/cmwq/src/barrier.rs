@@ -7,6 +7,7 @@
 //!   right after the item has run, wherever that happens (another worker, later the rescuer);
 //! * if the item is running, at the front of the running worker's scheduled list, so it
 //!   completes right after the current execution.
+//!
 //! The barrier takes the item's flush colour and pwq (a workqueue flush waits for it too) and
 //! never counts in `nr_active`. If the item is neither queued nor running there is nothing to
 //! wait for.
