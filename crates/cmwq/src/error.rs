@@ -25,6 +25,8 @@ pub enum Error {
     /// Attributes that cannot go together (for example `ordered` with `highpri` on a per-CPU
     /// queue, or `max_active` on an ordered queue).
     InvalidAttrs(&'static str),
+    /// The item is disabled (`Work::disable`) and cannot be queued.
+    Disabled,
     /// The workqueue is being drained and accepts new work only from its own items.
     Draining {
         /// The workqueue's name.
@@ -49,6 +51,7 @@ impl fmt::Display for Error {
                 write!(f, "CPU {cpu} does not exist (the runtime has CPUs 0..{nr_cpus})")
             }
             Error::InvalidAttrs(why) => write!(f, "invalid workqueue attributes: {why}"),
+            Error::Disabled => write!(f, "the work item is disabled"),
             Error::Draining { name } => write!(f, "workqueue {name:?} is being drained"),
             Error::Destroyed { name } => write!(f, "workqueue {name:?} is being destroyed"),
             Error::Spawn(e) => write!(f, "could not create a thread: {e}"),

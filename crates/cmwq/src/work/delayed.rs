@@ -233,28 +233,27 @@ impl Workqueue {
     /// (its delay was modified), `false` if it was idle (and is now armed or queued). A disabled
     /// item is only cancelled.
     pub fn mod_delayed(&self, d: &DelayedWork, delay: Duration) -> bool {
-        self.try_mod_delayed_on(None, d, delay).unwrap_or_else(|e| warn(&e))
+        mod_result(self.try_mod_delayed_on(None, d, delay))
     }
 
     /// `mod_delayed` on the pool of `cpu` (`mod_delayed_work_on`).
     pub fn mod_delayed_on(&self, cpu: usize, d: &DelayedWork, delay: Duration) -> bool {
-        self.try_mod_delayed_on(Some(cpu), d, delay).unwrap_or_else(|e| warn(&e))
+        mod_result(self.try_mod_delayed_on(Some(cpu), d, delay))
     }
 
     /// Like `mod_delayed_on` (any CPU for `None`), saying why a refusal was refused. A refused
-    /// call leaves the item cancelled.
+    /// call leaves the item as it was, except that a disabled item (which cannot be pending) is
+    /// reported as [`Error::Disabled`] instead of `Ok(false)`: the kernel's return value cannot
+    /// tell "was idle, now armed" from "was idle, disabled, not armed"; this one can.
     pub fn try_mod_delayed_on(&self, cpu: Option<usize>, d: &DelayedWork, delay: Duration) -> Result<bool, Error> {
         let wq = self.shared();
         wq.check_cpu(cpu)?;
+        wq.check_accepting()?;
         let was_pending = cancel::grab_pending(&d.work, Some(&d.timer)) == cancel::Grabbed::Pending;
         let state = d.work.state();
         if state.load().disable_depth() > 0 {
             state.release_claim();
-            return Ok(was_pending);
-        }
-        if let Err(e) = wq.check_accepting() {
-            state.release_claim();
-            return Err(e);
+            return if was_pending { Ok(true) } else { Err(Error::Disabled) };
         }
         queue_owned(wq, cpu, d, delay);
         Ok(was_pending)
@@ -267,6 +266,15 @@ fn queue_owned(wq: &Arc<WqShared>, cpu: Option<usize>, d: &DelayedWork, delay: D
         wq.enqueue(cpu, d.work.clone());
     } else {
         d.timer.arm(&d.work, wq, cpu, delay);
+    }
+}
+
+/// The kernel's return value of `mod_delayed_work_on`: a disabled item is a quiet `false`.
+fn mod_result(r: Result<bool, Error>) -> bool {
+    match r {
+        Ok(b) => b,
+        Err(Error::Disabled) => false,
+        Err(e) => warn(&e),
     }
 }
 
