@@ -1,8 +1,9 @@
 //! The monitor: the userspace stand-in for the scheduler hooks (`wq_worker_sleeping`,
 //! `wq_worker_running`, `wq_worker_tick`; spec §4.3, DESIGN.md §3).
 //!
-//! One thread per runtime. It is parked (and costs nothing) while no worker is busy. While
-//! workers are busy it ticks every `cm_tick` (1 ms by default):
+//! One thread per runtime. It is parked (and costs nothing) while no worker has been busy for
+//! 200 ms; after activity it polls every 10 ticks for that long, so a trickle of items never
+//! wakes it on an item's path. While workers are busy it ticks every `cm_tick` (1 ms):
 //! * it adds each busy worker's CPU time since the last tick to the pwq of the item it runs
 //!   (`CPU_TIME`, sampled like the kernel's tick);
 //! * on per-CPU pools, an item that has used more than `cpu_intensive_thresh` (10 ms) of CPU
@@ -90,11 +91,18 @@ pub(crate) fn current_cpu(nr_cpus: usize) -> usize {
 const PARKED: u8 = 0;
 const SLOW: u8 = 1;
 const FAST: u8 = 2;
+/// Nothing busy at the last tick, but recently: polling every `IDLE_POLL_TICKS` ticks.
+const IDLE_POLL: u8 = 3;
+/// Slow polls after the last busy tick before parking: 20 × 10 ticks = 200 ms by default.
+const IDLE_POLLS: u32 = 20;
+/// The idle poll interval, in ticks.
+const IDLE_POLL_TICKS: u32 = 10;
 
 /// The monitor's shared state.
 #[derive(Debug)]
 pub(crate) struct Monitor {
-    /// PARKED, SLOW (busy workers, tick at `cm_tick`) or FAST (items wait on a per-CPU pool).
+    /// PARKED, IDLE_POLL (recently busy: a slow poll), SLOW (busy workers, tick at `cm_tick`)
+    /// or FAST (items wait on a per-CPU pool).
     /// SeqCst: a worker's "I became busy" (under its pool lock) must not be missed by a
     /// monitor that decides to park; both sides use SeqCst on this word and the monitor
     /// re-scans the pools after publishing PARKED.
@@ -121,7 +129,8 @@ impl Monitor {
         self.pools.lock().push(pool);
     }
 
-    /// A worker started an item: make sure the monitor ticks.
+    /// A worker started an item: make sure the monitor ticks (it is woken only if parked; while
+    /// it polls, the next poll finds the busy worker).
     #[inline]
     pub(crate) fn note_busy(&self) {
         if self.mode.load(Ordering::SeqCst) == PARKED && self.mode.swap(SLOW, Ordering::SeqCst) == PARKED {
@@ -148,6 +157,7 @@ impl Monitor {
     pub(crate) fn run(&self, clock: &Clock, cfg: &crate::runtime::Config) {
         let mut fast = cfg.cm_min_tick;
         let mut quiet = 0u32;
+        let mut idle_polls = 0u32;
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 return;
@@ -172,8 +182,16 @@ impl Monitor {
             } else if scan.busy {
                 fast = cfg.cm_min_tick;
                 quiet = 0;
+                idle_polls = 0;
                 self.mode.store(SLOW, Ordering::SeqCst);
                 Some(cfg.cm_tick)
+            } else if idle_polls < IDLE_POLLS {
+                // Recently busy: poll slowly for a while instead of parking, so that a trickle
+                // of short items does not wake the monitor for every item (a wake-up on each
+                // item's path would double its latency).
+                idle_polls += 1;
+                self.mode.store(IDLE_POLL, Ordering::SeqCst);
+                Some(cfg.cm_tick * IDLE_POLL_TICKS)
             } else {
                 self.mode.store(PARKED, Ordering::SeqCst);
                 // Re-check after publishing PARKED: a worker that became busy before seeing

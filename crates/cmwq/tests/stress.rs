@@ -199,14 +199,13 @@ fn step(s: &Setup, rng: &mut Rng, cpus: usize) {
                         l.accepted[id].fetch_add(1, Ordering::SeqCst);
                     }
                 }
-                40..=64 => match wq.try_mod_delayed_on(None, d, delay) {
-                    Ok(false) => {
+                40..=64 => {
+                    // Ok(true): pending and moved; Err: refused while another producer drains,
+                    // or disabled by a concurrent cancel_sync. Only Ok(false) is a new instance.
+                    if let Ok(false) = wq.try_mod_delayed_on(None, d, delay) {
                         l.accepted[id].fetch_add(1, Ordering::SeqCst);
                     }
-                    // Pending and moved; refused while another producer drains; or disabled by
-                    // a concurrent cancel_sync.
-                    Ok(true) | Err(_) => {}
-                },
+                }
                 65..=79 => {
                     l.cancel(id, || d.cancel());
                 }

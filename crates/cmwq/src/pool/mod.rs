@@ -31,6 +31,7 @@ use crate::worklist::{List, Nodes};
 use slab::Slab;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
 /// Worker flags (spec §8). L.
@@ -141,7 +142,7 @@ pub(crate) struct PoolLocked {
     /// Workers alive (not told to die).
     pub(crate) nr_workers: usize,
     /// Busy workers by the item they run (work id → worker id).
-    pub(crate) busy: HashMap<usize, usize>,
+    pub(crate) busy: BusyTable,
     /// A worker is acting as manager (`POOL_MANAGER_ACTIVE`).
     pub(crate) manager_active: bool,
     /// The idle-cull timer is armed.
@@ -205,7 +206,7 @@ impl WorkerPool {
                 idle_list: Vec::new(),
                 nr_running: 0,
                 nr_workers: 0,
-                busy: HashMap::new(),
+                busy: BusyTable::default(),
                 manager_active: false,
                 idle_timer_armed: false,
                 create_timer_armed: false,
@@ -286,6 +287,28 @@ impl PoolLocked {
         let id = *self.busy.get(&work.id())?;
         let cur = self.workers[id].current.as_ref()?;
         (cur.work_id == work.id()).then_some(id)
+    }
+}
+
+/// The busy table (`busy_hash`): work identity (an address) → worker id.
+pub(crate) type BusyTable = HashMap<usize, usize, BuildHasherDefault<AddrHasher>>;
+
+/// Hashes a work item's address: Fibonacci hashing of the pointer, with the low bits (always
+/// zero from alignment) shifted out. SipHash would cost more than the rest of the lookup.
+#[derive(Default)]
+pub(crate) struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = ((n as u64) >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 

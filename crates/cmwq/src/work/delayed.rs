@@ -93,18 +93,41 @@ impl DelayedTimer {
     }
 
     /// Fires an armed timer now (`flush_delayed_work`, destroy): if it can be cancelled,
-    /// queue the item at once where it was aimed. Returns whether it did.
+    /// queue the item at once where it was aimed. If it is firing right now, wait until the
+    /// callback has queued the item (`timer_delete_sync` waits for a running callback too).
+    /// Returns whether it queued the item itself.
     pub(crate) fn fire_now(self: &Arc<Self>, work: &Work) -> bool {
-        let armed = {
+        let armed = loop {
             let mut l = self.locked.lock();
             match &l.armed {
-                Some(a) if a.wq.rt.shared().env.timers.cancel(a.id) => l.armed.take().expect("armed"),
-                _ => return false,
+                Some(a) if a.wq.rt.shared().env.timers.cancel(a.id) => break l.armed.take().expect("armed"),
+                Some(_) => {
+                    // Firing: the callback will take the record and queue the item.
+                    drop(l);
+                    std::thread::yield_now();
+                }
+                None => {
+                    drop(l);
+                    wait_not_in_transit(work);
+                    return false;
+                }
             }
         };
         armed.wq.enqueue(armed.cpu, work.clone());
         armed.wq.armed.lock().remove(&self.key());
         true
+    }
+}
+
+/// Waits while the item is in transit: PENDING owned by someone (a firing timer callback)
+/// who is about to put it on a list.
+fn wait_not_in_transit(work: &Work) {
+    loop {
+        let s = work.state().load();
+        if !s.is_pending() || s.is_queued() {
+            return;
+        }
+        std::thread::yield_now();
     }
 }
 
