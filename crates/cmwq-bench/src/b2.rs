@@ -8,9 +8,11 @@
 //! cmwq uses a per-CPU workqueue (the kind of `system()`), fed with `Workqueue::spawn` from
 //! the submitting thread, so the item goes to that CPU's pool as a kernel `queue_work` does.
 //! Systems run one after another, each with its own fresh pool, so the CPU time is theirs
-//! (plus the submitter's own, which is the same for all).
+//! (plus the submitter's own, which is the same for all). `ctx_switches_per_item` (whole
+//! process, voluntary and involuntary) shows how many threads each hand-off wakes; for cmwq,
+//! `monitor_cpu_ms` is the CPU time its monitor thread used (warm-up and trickle).
 
-use crate::measure::{quantile, Usage};
+use crate::measure::{quantile, threads_cpu_time, Usage};
 use crate::peers::{CmwqKind, Pool, BASELINE, SYSTEMS};
 use crate::Report;
 use std::sync::mpsc;
@@ -27,23 +29,36 @@ const GAP: Duration = Duration::from_millis(1);
 pub(crate) fn run(r: &mut Report) -> Result<(), String> {
     for &sys in SYSTEMS {
         let pool = Pool::new(sys, r.ncpu, CmwqKind::PerCpuLocal)?;
+        let pool_is_cmwq = pool.cmwq().is_some();
         let t = trickle(&pool)?;
+        let monitor_cpu = threads_cpu_time("cmwq-monitor");
         pool.finish(false);
         r.say(&format!(
-            "b2 {sys:<10} p50 {:>6.1} us  p99 {:>6.1} us  cpu {:>5.1} %",
-            t.p50_us, t.p99_us, t.cpu_pct
+            "b2 {sys:<10} p50 {:>6.1} us  p99 {:>6.1} us  cpu {:>5.1} %  {:.1} ctx switches/item",
+            t.p50_us, t.p99_us, t.cpu_pct, t.switches_per_item
         ));
         r.record("b2", sys, "p50_us", t.p50_us);
         r.record("b2", sys, "p99_us", t.p99_us);
         r.record("b2", sys, "cpu_pct", t.cpu_pct);
+        r.record("b2", sys, "ctx_switches_per_item", t.switches_per_item);
+        if pool_is_cmwq {
+            r.record("b2", sys, "monitor_cpu_ms", monitor_cpu.as_secs_f64() * 1e3);
+        }
     }
     let base = r.get("b2", BASELINE, "p50_us").unwrap_or(f64::NAN);
     for &sys in SYSTEMS.iter().filter(|s| **s != BASELINE) {
         let v = r.get("b2", sys, "p50_us").unwrap_or(f64::NAN);
         r.record("b2", sys, "p50_ratio_vs_crossbeam", v / base);
     }
-    let ratio = r.get("b2", "cmwq", "p50_ratio_vs_crossbeam").unwrap_or(f64::NAN);
-    r.record("b2", "cmwq", "meets_target", f64::from(u8::from(ratio <= 1.1)));
+    let ratio = r
+        .get("b2", "cmwq", "p50_ratio_vs_crossbeam")
+        .unwrap_or(f64::NAN);
+    r.record(
+        "b2",
+        "cmwq",
+        "meets_target",
+        f64::from(u8::from(ratio <= 1.1)),
+    );
     Ok(())
 }
 
@@ -52,11 +67,12 @@ struct Trickle {
     p50_us: f64,
     p99_us: f64,
     cpu_pct: f64,
+    switches_per_item: f64,
 }
 
 fn trickle(pool: &Pool) -> Result<Trickle, String> {
     let (tx, rx) = mpsc::channel::<Duration>();
-    let mut one = || -> Result<Duration, String> {
+    let one = || -> Result<Duration, String> {
         thread::sleep(GAP);
         let tx = tx.clone();
         let submitted = Instant::now();
@@ -76,11 +92,13 @@ fn trickle(pool: &Pool) -> Result<Trickle, String> {
         lat.push(one()?);
     }
     let wall = t0.elapsed();
-    let cpu = Usage::now().cpu_since(&u0);
+    let u1 = Usage::now();
+    let cpu = u1.cpu_since(&u0);
     let us = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e6);
     Ok(Trickle {
         p50_us: us(quantile(&mut lat, 0.50)),
         p99_us: us(quantile(&mut lat, 0.99)),
         cpu_pct: 100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
+        switches_per_item: u1.switches_since(&u0) as f64 / SAMPLES as f64,
     })
 }

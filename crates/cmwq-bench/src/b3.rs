@@ -59,6 +59,11 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
         r.record("b3", sys, "ratio_vs_ideal", makespan_ms / ideal_ms);
     }
     let ratio = r.get("b3", "cmwq", "ratio_vs_ideal").unwrap_or(f64::NAN);
-    r.record("b3", "cmwq", "meets_target", f64::from(u8::from(ratio <= 1.2)));
+    r.record(
+        "b3",
+        "cmwq",
+        "meets_target",
+        f64::from(u8::from(ratio <= 1.2)),
+    );
     Ok(())
 }

@@ -117,15 +117,14 @@ pub fn run(workloads: &[String], progress: &mut dyn FnMut(&str)) -> Result<Vec<R
 /// `{"workload":"b1","system":"cmwq","metric":"items_per_s","value":123.0}`.
 /// A value that is not finite is written as `null`.
 pub fn to_json_line(r: &Record) -> String {
-    let mut m = serde_json::Map::new();
-    m.insert("workload".into(), r.workload.clone().into());
-    m.insert("system".into(), r.system.clone().into());
-    m.insert("metric".into(), r.metric.clone().into());
-    m.insert(
-        "value".into(),
-        serde_json::Number::from_f64(r.value).map_or(serde_json::Value::Null, Into::into),
-    );
-    serde_json::Value::Object(m).to_string()
+    let text = |s: &str| serde_json::Value::from(s).to_string();
+    let value = serde_json::Number::from_f64(r.value).map_or("null".into(), |n| n.to_string());
+    format!(
+        r#"{{"workload":{},"system":{},"metric":{},"value":{value}}}"#,
+        text(&r.workload),
+        text(&r.system),
+        text(&r.metric),
+    )
 }
 
 /// The records as one table per workload: a row per system, a column per metric.

@@ -24,6 +24,44 @@ pub fn thread_count() -> usize {
         .unwrap_or(0)
 }
 
+/// Waits (at most `timeout`) until the thread count has stayed the same for 10 ms: threads
+/// of a pool torn down just before may still be exiting.
+pub fn wait_threads_settle(timeout: Duration) {
+    let end = Instant::now() + timeout;
+    let mut last = thread_count();
+    let mut since = Instant::now();
+    while Instant::now() < end && since.elapsed() < Duration::from_millis(10) {
+        thread::sleep(Duration::from_millis(1));
+        let n = thread_count();
+        if n != last {
+            last = n;
+            since = Instant::now();
+        }
+    }
+}
+
+/// CPU time used so far by this process's live threads whose name starts with `prefix`
+/// (from `/proc/self/task/*/{comm,schedstat}`).
+pub fn threads_cpu_time(prefix: &str) -> Duration {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut total = Duration::ZERO;
+    for task in dir.flatten() {
+        let path = task.path();
+        let named = std::fs::read_to_string(path.join("comm"))
+            .is_ok_and(|c| c.trim_end().starts_with(prefix));
+        if !named {
+            continue;
+        }
+        let ns = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_ascii_whitespace().next()?.parse::<u64>().ok());
+        total += Duration::from_nanos(ns.unwrap_or(0));
+    }
+    total
+}
+
 /// Samples the process's thread count every millisecond from its own thread and keeps the
 /// peak. Start it before the pool under test is built, so the pool's own threads count.
 #[derive(Debug)]
@@ -36,8 +74,9 @@ pub struct ThreadSampler {
 
 impl ThreadSampler {
     /// Starts sampling; the baseline (taken once the sampler runs, so it counts itself) is the
-    /// thread count before the measured run.
+    /// thread count before the measured run, once threads of earlier pools have exited.
     pub fn start() -> ThreadSampler {
+        wait_threads_settle(Duration::from_millis(500));
         let peak = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (p, s) = (peak.clone(), stop.clone());
@@ -240,6 +279,9 @@ mod tests {
             h.join().unwrap();
         }
         assert!(s.stop() >= 3);
+        let me = thread::current();
+        let name = me.name().unwrap_or("main");
+        assert!(threads_cpu_time(&name[..name.len().min(15)]) > Duration::ZERO);
         assert!(Usage::now().cpu > Duration::ZERO);
     }
 }

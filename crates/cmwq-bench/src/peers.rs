@@ -19,6 +19,7 @@ use crossbeam_channel::{unbounded, Sender};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 /// The systems, in the order every workload runs them.
 pub const SYSTEMS: &[&str] = &["cmwq", "rayon", "tokio", "threadpool", "crossbeam"];
@@ -156,10 +157,10 @@ impl Pool {
             Pool::Rayon(p) => p.spawn(f),
             Pool::Tokio(rt) => drop(rt.spawn_blocking(f)),
             Pool::ThreadPool(p) => p.execute(f),
-            Pool::Crossbeam(p) => p
-                .tx
-                .send(Box::new(f))
-                .expect("crossbeam pool threads are gone"),
+            Pool::Crossbeam(p) => {
+                p.tx.send(Box::new(f))
+                    .expect("crossbeam pool threads are gone")
+            }
         }
     }
 
@@ -184,7 +185,10 @@ impl Pool {
             }
             Pool::Rayon(p) if hung => std::mem::forget(p),
             Pool::Rayon(p) => drop(p),
-            Pool::Tokio(rt) => rt.shutdown_background(),
+            Pool::Tokio(rt) if hung => rt.shutdown_background(),
+            // Waits for the blocking threads to exit; queued items that have not started are
+            // dropped.
+            Pool::Tokio(rt) => rt.shutdown_timeout(Duration::from_secs(30)),
             Pool::ThreadPool(p) if hung => std::mem::forget(p),
             Pool::ThreadPool(p) => p.join(),
             Pool::Crossbeam(p) => {
@@ -230,7 +234,7 @@ mod tests {
     use super::*;
     use crate::measure::Latch;
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     #[test]
     fn every_system_runs_closures() {
