@@ -33,9 +33,10 @@ pub const CREATE_COOLDOWN: Duration = Duration::from_secs(1);
 pub const CPU_INTENSIVE_THRESH: Duration = Duration::from_millis(10);
 /// The monitor's tick while workers are busy: 1 ms (a kernel tick at HZ=1000).
 pub const CM_TICK: Duration = Duration::from_millis(1);
-/// The monitor's fastest tick while items wait behind running workers: 20 us (Go sysmon's
-/// minimum).
-pub const CM_MIN_TICK: Duration = Duration::from_micros(20);
+/// The monitor's fastest tick while items wait behind running workers: 50 us (Go's sysmon
+/// starts at 20 us; 50 us is the default timer slack of a Linux thread, so shorter sleeps
+/// would not be shorter).
+pub const CM_MIN_TICK: Duration = Duration::from_micros(50);
 
 /// The knobs of a runtime. I: fixed at build.
 #[derive(Debug, Clone)]
@@ -381,7 +382,7 @@ impl RuntimeBuilder {
     }
 
     /// The monitor's tick while workers are busy (default 1 ms), and its fastest tick while
-    /// items wait behind running workers (default 20 us).
+    /// items wait behind running workers (default 50 us).
     pub fn cm_tick(mut self, tick: Duration, min_tick: Duration) -> Self {
         self.config.cm_tick = tick.max(Duration::from_micros(1));
         self.config.cm_min_tick = min_tick.min(self.config.cm_tick).max(Duration::from_micros(1));
