@@ -30,9 +30,11 @@ mod clock;
 mod completion;
 mod error;
 mod flush;
+mod introspect;
 mod monitor;
 mod pool;
 mod pwq;
+mod rescuer;
 mod runtime;
 mod spawn;
 mod stats;
@@ -44,9 +46,12 @@ mod workqueue;
 
 pub use clock::{Clock, ManualClock};
 pub use error::Error;
+pub use introspect::{PendingEntry, PoolInfo, PwqInfo};
 pub use pool::concurrency::blocking;
+pub use rescuer::{RescuerAlgorithm, RESCUER_BATCH};
 pub use runtime::{
-    PoolInfo, Runtime, RuntimeBuilder, CM_MIN_TICK, CM_TICK, CPU_INTENSIVE_THRESH, CREATE_COOLDOWN, IDLE_WORKER_TIMEOUT,
+    Runtime, RuntimeBuilder, CM_MIN_TICK, CM_TICK, CPU_INTENSIVE_THRESH, CREATE_COOLDOWN, IDLE_WORKER_TIMEOUT,
+    MAYDAY_INITIAL_TIMEOUT, MAYDAY_INTERVAL,
 };
 pub use spawn::{FailMode, FailingSpawner, SpawnRequest, Spawner, ThreadKind, ThreadSpawner};
 pub use stats::WqStats;

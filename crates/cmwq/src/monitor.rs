@@ -79,18 +79,40 @@ fn thread_cpu_clock(tid: i32) -> ClockId {
     ClockId::from_raw((!tid << 3) | 6)
 }
 
+/// The CPUs the process may use, as the first thread that pins itself found them (threads
+/// inherit the mask of the thread that created them, and cmwq never narrows a non-worker's).
+fn allowed_cpus() -> &'static [usize] {
+    use rustix::thread::{sched_getaffinity, CpuSet};
+    static ALLOWED: crate::sync::OnceLock<Vec<usize>> = crate::sync::OnceLock::new();
+    ALLOWED.get_or_init(|| match sched_getaffinity(None) {
+        Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+        Err(_) => Vec::new(),
+    })
+}
+
 /// Pins the calling thread to `cpu` (modulo the CPUs the process may use).
 pub(crate) fn pin_current_thread(cpu: usize) {
-    use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
-    let Ok(allowed) = sched_getaffinity(None) else {
-        return;
-    };
-    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| allowed.is_set(c)).collect();
+    use rustix::thread::{sched_setaffinity, CpuSet};
+    let cpus = allowed_cpus();
     if cpus.is_empty() {
         return;
     }
     let mut set = CpuSet::new();
     set.set(cpus[cpu % cpus.len()]);
+    let _ = sched_setaffinity(None, &set);
+}
+
+/// Lets the calling thread run on every CPU the process may use again.
+pub(crate) fn unpin_current_thread() {
+    use rustix::thread::{sched_setaffinity, CpuSet};
+    let cpus = allowed_cpus();
+    if cpus.is_empty() {
+        return;
+    }
+    let mut set = CpuSet::new();
+    for &c in cpus {
+        set.set(c);
+    }
     let _ = sched_setaffinity(None, &set);
 }
 

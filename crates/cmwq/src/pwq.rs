@@ -48,6 +48,12 @@ pub(crate) struct PwqLocked {
     pub(crate) flush_color: Option<u8>,
     /// The counters of this pwq.
     pub(crate) stats: PwqStats,
+    /// The rescuer's cursor: a worklist entry of its own kind marking where the next rescue
+    /// scan resumes (`mayday_cursor`), if it is linked.
+    pub(crate) cursor: Option<u32>,
+    /// References held by mayday-list entries (one per time the pwq is on its workqueue's
+    /// mayday list; the kernel's `get_pwq` in `send_mayday`, put by the rescuer).
+    pub(crate) mayday_refs: u32,
 }
 
 impl PwqLocked {
@@ -61,6 +67,8 @@ impl PwqLocked {
             work_color: 0,
             flush_color: None,
             stats: PwqStats::default(),
+            cursor: None,
+            mayday_refs: 0,
         }
     }
 

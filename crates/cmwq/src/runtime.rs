@@ -14,6 +14,7 @@
 
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::introspect::PoolInfo;
 use crate::monitor::Monitor;
 use crate::pool::{flags, manager, WorkerPool};
 use crate::spawn::{SpawnRequest, Spawner, ThreadKind, ThreadSpawner};
@@ -38,6 +39,11 @@ pub const CM_TICK: Duration = Duration::from_millis(1);
 /// would not be shorter).
 pub const CM_MIN_TICK: Duration = Duration::from_micros(50);
 
+/// Call for help 10 ms after the manager starts creating a worker (`MAYDAY_INITIAL_TIMEOUT`).
+pub const MAYDAY_INITIAL_TIMEOUT: Duration = Duration::from_millis(10);
+/// Then every 100 ms while the pool still needs a worker (`MAYDAY_INTERVAL`).
+pub const MAYDAY_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The knobs of a runtime. I: fixed at build.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -51,6 +57,9 @@ pub(crate) struct Config {
     pub(crate) cm_tick: Duration,
     pub(crate) cm_min_tick: Duration,
     pub(crate) worker_stack_size: Option<usize>,
+    pub(crate) mayday_initial_timeout: Duration,
+    pub(crate) mayday_interval: Duration,
+    pub(crate) rescuer_algorithm: crate::rescuer::RescuerAlgorithm,
 }
 
 /// What every pool of a runtime shares: knobs, clock, spawner, timer service, monitor.
@@ -136,7 +145,7 @@ impl Shared {
         }
     }
 
-    fn all_pools(&self) -> Vec<Arc<WorkerPool>> {
+    pub(crate) fn all_pools(&self) -> Vec<Arc<WorkerPool>> {
         let mut v = self.cpu_pools.clone();
         v.extend(self.unbound_pools.lock().iter().cloned());
         v
@@ -155,6 +164,9 @@ impl Shared {
             let ids: Vec<usize> = g.workers.iter().map(|(id, _)| id).collect();
             for id in ids {
                 let w = &mut g.workers[id];
+                if w.flags & flags::RESCUER != 0 {
+                    continue; // Rescuers belong to their workqueue, stopped by its destroy.
+                }
                 if w.flags & flags::DIE == 0 {
                     w.flags |= flags::DIE;
                     g.nr_workers -= 1;
@@ -206,28 +218,6 @@ impl fmt::Debug for Runtime {
     }
 }
 
-/// The state of one pool, for tests, dumps and monitors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PoolInfo {
-    /// Pool id.
-    pub id: u32,
-    /// The CPU of a per-CPU pool; `None` for unbound pools.
-    pub cpu: Option<usize>,
-    /// A highpri pool.
-    pub highpri: bool,
-    /// Workers alive.
-    pub nr_workers: usize,
-    /// Idle workers.
-    pub nr_idle: usize,
-    /// Workers counted as running (per-CPU pools).
-    pub nr_running: usize,
-    /// Items on the worklist.
-    pub nr_pending: usize,
-    /// A manager is active.
-    pub manager_active: bool,
-}
-
 impl Runtime {
     /// A builder for a private runtime.
     pub fn builder() -> RuntimeBuilder {
@@ -255,26 +245,9 @@ impl Runtime {
         self.handle.shared.env.clock.clone()
     }
 
-    /// A snapshot of every pool.
+    /// A snapshot of every pool (see [`PoolInfo`]).
     pub fn pools(&self) -> Vec<PoolInfo> {
-        self.handle
-            .shared
-            .all_pools()
-            .iter()
-            .map(|p| {
-                let g = p.lock();
-                PoolInfo {
-                    id: p.id,
-                    cpu: p.cpu,
-                    highpri: p.highpri,
-                    nr_workers: g.nr_workers,
-                    nr_idle: g.idle_list.len(),
-                    nr_running: g.nr_running,
-                    nr_pending: g.worklist.len(),
-                    manager_active: g.manager_active,
-                }
-            })
-            .collect()
+        self.handle.shared.all_pools().iter().map(|p| PoolInfo::of(p)).collect()
     }
 
     /// Freezes the freezable workqueues (`freeze_workqueues_begin`): they keep accepting
@@ -331,6 +304,9 @@ impl Default for RuntimeBuilder {
                 cm_tick: CM_TICK,
                 cm_min_tick: CM_MIN_TICK,
                 worker_stack_size: None,
+                mayday_initial_timeout: MAYDAY_INITIAL_TIMEOUT,
+                mayday_interval: MAYDAY_INTERVAL,
+                rescuer_algorithm: crate::rescuer::RescuerAlgorithm::default(),
             },
             clock: Clock::real(),
             spawner: Arc::new(ThreadSpawner),
@@ -386,6 +362,22 @@ impl RuntimeBuilder {
     pub fn cm_tick(mut self, tick: Duration, min_tick: Duration) -> Self {
         self.config.cm_tick = tick.max(Duration::from_micros(1));
         self.config.cm_min_tick = min_tick.min(self.config.cm_tick).max(Duration::from_micros(1));
+        self
+    }
+
+    /// The mayday timer: first call for help this long after a pool's manager starts creating
+    /// a worker (default 10 ms, `MAYDAY_INITIAL_TIMEOUT`), then every `interval` (default
+    /// 100 ms, `MAYDAY_INTERVAL`) while the pool still needs one.
+    pub fn mayday_timeouts(mut self, initial: Duration, interval: Duration) -> Self {
+        self.config.mayday_initial_timeout = initial;
+        self.config.mayday_interval = interval.max(Duration::from_micros(1));
+        self
+    }
+
+    /// The algorithm this runtime's rescuers run (default: the 2025-26 cursor algorithm; the
+    /// others exist to measure the difference).
+    pub fn rescuer_algorithm(mut self, algorithm: crate::rescuer::RescuerAlgorithm) -> Self {
+        self.config.rescuer_algorithm = algorithm;
         self
     }
 

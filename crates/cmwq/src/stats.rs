@@ -23,6 +23,13 @@ pub(crate) struct PwqStats {
     pub(crate) cm_wakeup: u64,
     /// Items whose function panicked (cmwq's own counter; the kernel would oops).
     pub(crate) panicked: u64,
+    /// Times the pwq was put on its workqueue's mayday list (`PWQ_STAT_MAYDAY`).
+    pub(crate) mayday: u64,
+    /// Items (heads of linked chains) the rescuer took (`PWQ_STAT_RESCUED`).
+    pub(crate) rescued: u64,
+    /// Worklist entries the rescuer examined while looking for this pwq's items (cmwq's own,
+    /// for measuring the scan cost of the rescuer algorithms).
+    pub(crate) rescuer_visits: u64,
 }
 
 /// A snapshot of a workqueue's counters, summed over its pool-workqueues.
@@ -42,6 +49,13 @@ pub struct WqStats {
     pub cm_wakeup: u64,
     /// Items whose function panicked.
     pub panicked: u64,
+    /// Times a pool asked this workqueue's rescuer for help (`mayday`; mem_reclaim only).
+    pub mayday: u64,
+    /// Items run by the rescuer (`rescued`; mem_reclaim only).
+    pub rescued: u64,
+    /// Worklist entries the rescuer examined looking for this workqueue's items (the cost the
+    /// 2025 cursor bounds; not a kernel counter).
+    pub rescuer_visits: u64,
 }
 
 impl WqStats {
@@ -57,5 +71,8 @@ impl WqStats {
         self.cpu_intensive += p.cpu_intensive;
         self.cm_wakeup += p.cm_wakeup;
         self.panicked += p.panicked;
+        self.mayday += p.mayday;
+        self.rescued += p.rescued;
+        self.rescuer_visits += p.rescuer_visits;
     }
 }

@@ -89,7 +89,9 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     let entered = {
         let mut g = pool.lock();
         let w = &g.workers[me];
-        if w.current.is_some() && w.sleeping == Sleeping::No {
+        // Only a worker that counts can stop counting: not a rescuer, nor a CPU-intensive one
+        // (`wq_worker_sleeping` returns early for NOT_RUNNING workers).
+        if w.current.is_some() && w.sleeping == Sleeping::No && w.flags & super::flags::NOT_RUNNING == 0 {
             g.worker_set_sleeping(me, Sleeping::Hint);
             pool.cm_kick(&mut g, me);
             true

@@ -24,6 +24,9 @@ pub(crate) enum Item {
     /// A flush barrier (`wq_barrier`): completes when dispatched, i.e. after what it is linked
     /// behind.
     Barrier(Arc<Completion>),
+    /// The rescuer cursor of pwq `Entry::pwq` (`mayday_cursor`): only ever on the worklist,
+    /// never run, never counted; a normal worker that meets it at the head just unlinks it.
+    Cursor,
 }
 
 /// The list an entry is on.
@@ -111,13 +114,28 @@ impl PoolLocked {
     /// Takes the worklist entry `idx` for worker `me` (`assign_work`): if another worker of
     /// this pool already runs the same item, the entry (with its linked barriers) goes to that
     /// worker instead, so the item never runs twice at once, and this returns `false`.
+    ///
+    /// A rescuer cursor met here is unlinked and skipped (`false`); only normal workers meet
+    /// one, since the rescuer always scans after its own cursor.
     pub(crate) fn assign_work(&mut self, idx: u32, me: usize) -> bool {
         let to = match &self.nodes.get(idx).item {
             Item::Work(w) => self.find_worker_executing(w).unwrap_or(me),
             Item::Barrier(_) => me,
+            Item::Cursor => {
+                debug_assert!(self.workers[me].flags & super::flags::RESCUER == 0, "a rescuer met a cursor");
+                self.unlink_cursor(idx);
+                return false;
+            }
         };
         self.move_linked(idx, Loc::Scheduled(to), NIL);
         to == me
+    }
+
+    /// Unlinks the cursor entry `idx` (no accounting: it never counted).
+    pub(crate) fn unlink_cursor(&mut self, idx: u32) {
+        let e = self.remove_entry(idx);
+        debug_assert!(matches!(e.item, Item::Cursor));
+        self.pwqs[e.pwq as usize].cursor = None;
     }
 }
 

@@ -95,6 +95,9 @@ pub(crate) fn join_exited(pool: &WorkerPool) {
 pub(crate) fn manage_workers<'a>(pool: &'a Arc<WorkerPool>, mut g: PoolGuard<'a>) -> PoolGuard<'a> {
     g.manager_active = true;
     loop {
+        // Call for help if creating a worker takes long (`maybe_create_worker`).
+        let at = pool.env.clock.now() + pool.env.config.mayday_initial_timeout;
+        pool.arm_mayday_timer(&mut g, at);
         drop(g);
         let mut created = 0;
         loop {
@@ -118,6 +121,7 @@ pub(crate) fn manage_workers<'a>(pool: &'a Arc<WorkerPool>, mut g: PoolGuard<'a>
             }
         }
         g = pool.lock();
+        pool.delete_mayday_timer(&mut g);
         if g.dying || !g.need_to_create_worker() {
             break;
         }
@@ -148,8 +152,13 @@ pub(crate) fn create_without_manager(pool: &Arc<WorkerPool>, g: &mut super::Pool
         return;
     }
     g.create_timer_armed = true;
-    let at = pool.env.clock.now();
-    arm_create_timer(pool, at);
+    let now = pool.env.clock.now();
+    arm_create_timer(pool, now);
+    // Nobody manages a pool without workers, so arm its mayday timer here: rescuers must
+    // still be called if creation keeps failing.
+    if g.mayday_timer.is_none() {
+        pool.arm_mayday_timer(g, now + pool.env.config.mayday_initial_timeout);
+    }
 }
 
 fn arm_create_timer(pool: &Arc<WorkerPool>, at: Instant) {
@@ -169,7 +178,9 @@ fn create_timer_fn(pool: &Arc<WorkerPool>) {
             return;
         }
     }
-    if create_worker(pool).is_err() {
+    if create_worker(pool).is_ok() {
+        pool.delete_mayday_timer(&mut pool.lock());
+    } else {
         let mut g = pool.lock();
         if !g.create_timer_armed && !g.dying && g.nr_workers == 0 {
             g.create_timer_armed = true;

@@ -17,6 +17,7 @@
 pub(crate) mod concurrency;
 pub(crate) mod entry;
 pub(crate) mod manager;
+pub(crate) mod mayday;
 pub(crate) mod registry;
 pub(crate) mod worker;
 
@@ -46,6 +47,9 @@ pub(crate) mod flags {
     pub(crate) const CPU_INTENSIVE: u8 = 1 << 6;
     /// A worker of an unbound pool: never concurrency managed.
     pub(crate) const UNBOUND: u8 = 1 << 7;
+    /// A rescuer attached to the pool (the kernel tells them by `worker->rescue_wq`). It keeps
+    /// PREP for as long as it is attached, so it never counts as running.
+    pub(crate) const RESCUER: u8 = 1 << 0;
     /// Flags that take a worker out of `nr_running` (`WORKER_NOT_RUNNING`).
     pub(crate) const NOT_RUNNING: u8 = PREP | CPU_INTENSIVE | UNBOUND;
 }
@@ -159,6 +163,11 @@ pub(crate) struct PoolLocked {
     pub(crate) dying: bool,
     /// Creation failures seen (for logging once).
     pub(crate) create_failures: u64,
+    /// The armed mayday timer, if any, and the generation it was armed with; the manager bumps
+    /// the generation to delete it (a callback of an older generation does nothing).
+    pub(crate) mayday_timer: Option<(crate::timer::TimerId, u64)>,
+    /// The next mayday timer generation.
+    pub(crate) mayday_gen: u64,
 }
 
 /// A worker pool.
@@ -215,6 +224,8 @@ impl WorkerPool {
                 exited: Vec::new(),
                 dying: false,
                 create_failures: 0,
+                mayday_timer: None,
+                mayday_gen: 0,
             }),
             cooldown: Sleeper::new(),
         })

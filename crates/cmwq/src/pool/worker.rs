@@ -34,6 +34,11 @@ pub(crate) fn current_worker() -> Option<(Arc<WorkerPool>, usize)> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
+/// Sets (or clears) the calling thread's worker identity (a rescuer attaching to a pool).
+pub(crate) fn set_current(cur: Option<(Arc<WorkerPool>, usize)>) {
+    CURRENT.with(|c| *c.borrow_mut() = cur);
+}
+
 /// The body of a worker thread. `parker` is unparked by the creator once the worker is
 /// registered as idle.
 pub(crate) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
@@ -107,6 +112,7 @@ pub(crate) fn process_scheduled_works<'a>(
                 done.complete();
                 pool.dec_nr_in_flight(&mut g, e.pwq, e.color, true);
             }
+            Item::Cursor => unreachable!("a rescuer cursor on a scheduled list"),
         }
     }
     g

@@ -59,6 +59,15 @@ impl WorkqueueBuilder {
         self
     }
 
+    /// `WQ_MEM_RECLAIM`: the workqueue gets a rescuer thread (`kworker/R-<name>`), created now,
+    /// so that every queued item runs even when no new worker thread can be created. Items
+    /// that wait on each other must go on separate `mem_reclaim` workqueues: one rescuer runs
+    /// one item at a time.
+    pub fn mem_reclaim(mut self) -> Self {
+        self.flags.mem_reclaim = true;
+        self
+    }
+
     /// `WQ_FREEZABLE`: [`Runtime::freeze`] stops this workqueue from starting items (they
     /// queue up) until [`Runtime::thaw`].
     pub fn freezable(mut self) -> Self {

@@ -24,6 +24,7 @@ use crate::error::Error;
 use crate::flush::{FlushLocked, FlushShared};
 use crate::monitor::current_cpu;
 use crate::pwq::{Pwq, PwqLocked};
+use crate::rescuer::Rescuer;
 use crate::runtime::Runtime;
 use crate::stats::WqStats;
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
@@ -45,6 +46,8 @@ pub(crate) struct WqFlags {
     pub(crate) cpu_intensive: bool,
     /// `WQ_FREEZABLE`.
     pub(crate) freezable: bool,
+    /// `WQ_MEM_RECLAIM`: a rescuer guarantees forward progress.
+    pub(crate) mem_reclaim: bool,
     /// `__WQ_ORDERED`.
     pub(crate) ordered: bool,
 }
@@ -91,6 +94,8 @@ pub(crate) struct WqInfo {
     pub(crate) flush: FlushShared,
     /// I: the panic handler (default: report on stderr).
     pub(crate) panic_handler: Option<PanicHandler>,
+    /// I: the rescuer of a `mem_reclaim` workqueue.
+    pub(crate) rescuer: Option<Arc<Rescuer>>,
 }
 
 impl fmt::Debug for WqInfo {
@@ -194,6 +199,13 @@ impl Workqueue {
         panic_handler: Option<PanicHandler>,
     ) -> Result<Workqueue, Error> {
         let shared = rt.shared().clone();
+        let nr_pwqs = if flags.unbound { 1 } else { shared.env.config.nr_cpus };
+        // The rescuer first: if it cannot be created, nothing else has been set up.
+        let rescuer = if flags.mem_reclaim {
+            Some(Rescuer::start(&shared.env, &name, nr_pwqs).map_err(Error::Spawn)?)
+        } else {
+            None
+        };
         let info = Arc::new(WqInfo {
             id: shared.next_wq_id.fetch_add(1, Ordering::Relaxed),
             name: name.into(),
@@ -203,6 +215,7 @@ impl Workqueue {
             drained: Sleeper::new(),
             flush: FlushShared::default(),
             panic_handler,
+            rescuer,
         });
         let frozen = flags.freezable && shared.is_frozen();
         let attach = |pool: &Arc<crate::pool::WorkerPool>| {
@@ -214,7 +227,15 @@ impl Workqueue {
             Pwq { pool: pool.clone(), slot }
         };
         let pwqs = if flags.unbound {
-            Pwqs::Unbound(attach(&shared.unbound_pool(flags.highpri)?))
+            match shared.unbound_pool(flags.highpri) {
+                Ok(pool) => Pwqs::Unbound(attach(&pool)),
+                Err(e) => {
+                    if let Some(r) = &info.rescuer {
+                        r.stop();
+                    }
+                    return Err(e);
+                }
+            }
         } else {
             let n = shared.env.config.nr_cpus;
             Pwqs::PerCpu((0..n).map(|cpu| attach(&shared.cpu_pools[2 * cpu + usize::from(flags.highpri)])).collect())
@@ -459,6 +480,11 @@ impl WqShared {
                 break;
             }
             clock.wait_until(&self.info.drained, None);
+        }
+        // Drained: nothing can call for help any more; the rescuer empties its mayday list,
+        // drops every reference, and exits.
+        if let Some(r) = &self.info.rescuer {
+            r.stop();
         }
         true
     }

@@ -1,0 +1,148 @@
+//! Snapshots of the engine's state for tests, dumps and monitors (what `wq_dump.py` and
+//! `show_one_workqueue` read in the kernel). Each snapshot is taken under the relevant pool
+//! lock and copied out; it may be stale as soon as it is returned.
+
+use crate::pool::{Item, WorkerPool};
+use crate::sync::Arc;
+use crate::work::Work;
+use crate::workqueue::Workqueue;
+
+/// The state of one pool.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PoolInfo {
+    /// Pool id.
+    pub id: u32,
+    /// The CPU of a per-CPU pool; `None` for unbound pools.
+    pub cpu: Option<usize>,
+    /// A highpri pool.
+    pub highpri: bool,
+    /// Workers alive (rescuers attached to the pool are not counted, as in the kernel).
+    pub nr_workers: usize,
+    /// Idle workers.
+    pub nr_idle: usize,
+    /// Workers counted as running (per-CPU pools).
+    pub nr_running: usize,
+    /// Work items on the worklist.
+    pub nr_pending: usize,
+    /// A manager is active (`POOL_MANAGER_ACTIVE`).
+    pub manager_active: bool,
+    /// The worklist, head first: items, flush barriers and rescuer cursors.
+    pub worklist: Vec<PendingEntry>,
+}
+
+/// One entry of a pool worklist.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PendingEntry {
+    /// A work item of the named workqueue.
+    Work {
+        /// The workqueue's name.
+        workqueue: Arc<str>,
+        /// The item.
+        work: Work,
+    },
+    /// A flush barrier (`BAR` in the kernel's dump).
+    Barrier {
+        /// The workqueue's name.
+        workqueue: Arc<str>,
+    },
+    /// A rescuer cursor (`mayday_cursor_func` in the kernel's dump).
+    Cursor {
+        /// The workqueue's name.
+        workqueue: Arc<str>,
+    },
+}
+
+impl PendingEntry {
+    /// Whether this is the work item `w`.
+    pub fn is_work(&self, w: &Work) -> bool {
+        matches!(self, PendingEntry::Work { work, .. } if work.ptr_eq(w))
+    }
+
+    /// Whether this is a rescuer cursor.
+    pub fn is_cursor(&self) -> bool {
+        matches!(self, PendingEntry::Cursor { .. })
+    }
+}
+
+impl PoolInfo {
+    pub(crate) fn of(p: &WorkerPool) -> PoolInfo {
+        let g = p.lock();
+        let mut worklist = Vec::with_capacity(g.worklist.len());
+        let mut cur = g.worklist.front();
+        while let Some(idx) = cur {
+            let e = g.nodes.get(idx);
+            let workqueue = g.pwqs[e.pwq as usize].wq.name.clone();
+            worklist.push(match &e.item {
+                Item::Work(w) => PendingEntry::Work { workqueue, work: w.clone() },
+                Item::Barrier(_) => PendingEntry::Barrier { workqueue },
+                Item::Cursor => PendingEntry::Cursor { workqueue },
+            });
+            cur = g.worklist.next(&g.nodes, idx);
+        }
+        PoolInfo {
+            id: p.id,
+            cpu: p.cpu,
+            highpri: p.highpri,
+            nr_workers: g.nr_workers,
+            nr_idle: g.idle_list.len(),
+            nr_running: g.nr_running,
+            nr_pending: worklist.iter().filter(|e| matches!(e, PendingEntry::Work { .. })).count(),
+            manager_active: g.manager_active,
+            worklist,
+        }
+    }
+}
+
+/// The state of one pool-workqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PwqInfo {
+    /// The pool's id.
+    pub pool: u32,
+    /// The pool's CPU (per-CPU pools).
+    pub cpu: Option<usize>,
+    /// Items on the worklist or running (`nr_active`).
+    pub nr_active: usize,
+    /// Items waiting on the inactive list.
+    pub nr_inactive: usize,
+    /// Entries in flight, all colours (items and barriers).
+    pub in_flight: u32,
+    /// On the workqueue's mayday list.
+    pub on_mayday: bool,
+    /// References held by mayday-list entries.
+    pub mayday_refs: u32,
+    /// The rescuer cursor is linked on the worklist.
+    pub cursor_linked: bool,
+}
+
+impl Workqueue {
+    /// A snapshot of each of this workqueue's pool-workqueues.
+    pub fn pwqs(&self) -> Vec<PwqInfo> {
+        let wq = self.shared();
+        wq.pwq_list()
+            .iter()
+            .map(|p| {
+                let g = p.pool.lock();
+                let pwq = &g.pwqs[p.slot as usize];
+                let on_mayday = wq.info.rescuer.as_ref().is_some_and(|r| r.maydays.lock().contains(&p.pool, p.slot));
+                PwqInfo {
+                    pool: p.pool.id,
+                    cpu: p.pool.cpu,
+                    nr_active: pwq.nr_active,
+                    nr_inactive: pwq.inactive.len(),
+                    in_flight: pwq.in_flight(),
+                    on_mayday,
+                    mayday_refs: pwq.mayday_refs,
+                    cursor_linked: pwq.cursor.is_some(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether this workqueue has a rescuer (`mem_reclaim`).
+    pub fn has_rescuer(&self) -> bool {
+        self.shared().info.rescuer.is_some()
+    }
+}
