@@ -8,8 +8,8 @@
 //!
 //! None of this uses `cmwq::blocking`: cmwq must find out on its own that a worker sleeps.
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -81,6 +81,7 @@ impl Burner {
     }
 
     /// A burner with a given speed (for tests).
+    #[cfg(test)]
     pub fn with_rate(iters_per_us: f64) -> Burner {
         Burner { iters_per_us }
     }
