@@ -39,9 +39,7 @@ struct ManualLocked {
 impl Clock {
     /// The real monotonic clock (`Instant::now`).
     pub fn real() -> Clock {
-        Clock {
-            inner: Arc::new(ClockInner::Real),
-        }
+        Clock { inner: Arc::new(ClockInner::Real) }
     }
 
     /// The current time on this clock.
@@ -81,11 +79,7 @@ impl Clock {
                 ClockInner::Manual(m) => {
                     {
                         let mut ml = m.locked.lock();
-                        if !ml
-                            .sleepers
-                            .iter()
-                            .any(|w| w.as_ptr() == Arc::as_ptr(sleeper))
-                        {
+                        if !ml.sleepers.iter().any(|w| w.as_ptr() == Arc::as_ptr(sleeper)) {
                             ml.sleepers.push(Arc::downgrade(sleeper));
                         }
                     }
@@ -138,11 +132,7 @@ impl ManualClock {
                 sleepers: Vec::new(),
             }),
         };
-        ManualClock {
-            clock: Clock {
-                inner: Arc::new(ClockInner::Manual(state)),
-            },
-        }
+        ManualClock { clock: Clock { inner: Arc::new(ClockInner::Manual(state)) } }
     }
 
     /// The current manual time.
@@ -153,9 +143,7 @@ impl ManualClock {
     /// Moves the clock forward by `d` and wakes every thread waiting on it, so that timers due
     /// by the new time fire.
     pub fn advance(&self, d: Duration) {
-        let ClockInner::Manual(m) = &*self.clock.inner else {
-            unreachable!()
-        };
+        let ClockInner::Manual(m) = &*self.clock.inner else { unreachable!() };
         let sleepers: Vec<Arc<Sleeper>> = {
             let mut ml = m.locked.lock();
             ml.offset += d;

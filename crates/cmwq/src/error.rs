@@ -25,7 +25,14 @@ pub enum Error {
     /// Attributes that cannot go together (for example `ordered` with `highpri` on a per-CPU
     /// queue, or `max_active` on an ordered queue).
     InvalidAttrs(&'static str),
-    /// The workqueue is being destroyed (or drained) and accepts no new work from outside.
+    /// The item is disabled (`Work::disable`) and cannot be queued.
+    Disabled,
+    /// The workqueue is being drained and accepts new work only from its own items.
+    Draining {
+        /// The workqueue's name.
+        name: String,
+    },
+    /// The workqueue is being destroyed and accepts new work only from its own items.
     Destroyed {
         /// The workqueue's name.
         name: String,
@@ -41,12 +48,11 @@ impl fmt::Display for Error {
                 write!(f, "invalid workqueue name {name:?}: {reason}")
             }
             Error::InvalidCpu { cpu, nr_cpus } => {
-                write!(
-                    f,
-                    "CPU {cpu} does not exist (the runtime has CPUs 0..{nr_cpus})"
-                )
+                write!(f, "CPU {cpu} does not exist (the runtime has CPUs 0..{nr_cpus})")
             }
             Error::InvalidAttrs(why) => write!(f, "invalid workqueue attributes: {why}"),
+            Error::Disabled => write!(f, "the work item is disabled"),
+            Error::Draining { name } => write!(f, "workqueue {name:?} is being drained"),
             Error::Destroyed { name } => write!(f, "workqueue {name:?} is being destroyed"),
             Error::Spawn(e) => write!(f, "could not create a thread: {e}"),
         }

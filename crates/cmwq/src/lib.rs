@@ -25,8 +25,11 @@
 //!
 //! No lock of cmwq is held while user code (a work function, or the drop of its closure) runs.
 
+mod barrier;
 mod clock;
+mod completion;
 mod error;
+mod flush;
 mod monitor;
 mod pool;
 mod pwq;
@@ -43,12 +46,12 @@ pub use clock::{Clock, ManualClock};
 pub use error::Error;
 pub use pool::concurrency::blocking;
 pub use runtime::{
-    PoolInfo, Runtime, RuntimeBuilder, CM_MIN_TICK, CM_TICK, CPU_INTENSIVE_THRESH, CREATE_COOLDOWN,
-    IDLE_WORKER_TIMEOUT,
+    PoolInfo, Runtime, RuntimeBuilder, CM_MIN_TICK, CM_TICK, CPU_INTENSIVE_THRESH, CREATE_COOLDOWN, IDLE_WORKER_TIMEOUT,
 };
 pub use spawn::{FailMode, FailingSpawner, SpawnRequest, Spawner, ThreadKind, ThreadSpawner};
 pub use stats::WqStats;
+pub use work::delayed::DelayedWork;
 pub use work::Work;
 pub use workqueue::builder::{WQ_DFL_ACTIVE, WQ_MAX_ACTIVE, WQ_NAME_LEN};
 pub use workqueue::system::{system, system_highpri, system_long, system_unbound};
-pub use workqueue::{Workqueue, WorkqueueBuilder};
+pub use workqueue::{WorkPanic, Workqueue, WorkqueueBuilder};

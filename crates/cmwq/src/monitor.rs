@@ -1,8 +1,9 @@
 //! The monitor: the userspace stand-in for the scheduler hooks (`wq_worker_sleeping`,
 //! `wq_worker_running`, `wq_worker_tick`; spec §4.3, DESIGN.md §3).
 //!
-//! One thread per runtime. It is parked (and costs nothing) while no worker is busy. While
-//! workers are busy it ticks every `cm_tick` (1 ms by default):
+//! One thread per runtime. It is parked (and costs nothing) while no worker has been busy for
+//! 200 ms; after activity it polls every 10 ticks for that long, so a trickle of items never
+//! wakes it on an item's path. While workers are busy it ticks every `cm_tick` (1 ms):
 //! * it adds each busy worker's CPU time since the last tick to the pwq of the item it runs
 //!   (`CPU_TIME`, sampled like the kernel's tick);
 //! * on per-CPU pools, an item that has used more than `cpu_intensive_thresh` (10 ms) of CPU
@@ -10,18 +11,21 @@
 //!   concurrency, the pool is kicked, `cpu_intensive` and (if a worker woke) `cm_wakeup` rise.
 //!
 //! While a per-CPU pool has items waiting behind running workers, it ticks faster: from
-//! `cm_min_tick` (20 us), doubling after quiet ticks up to `cm_tick`, like Go's sysmon. A busy
+//! `cm_min_tick` (50 us), doubling after quiet ticks up to 5 × `cm_min_tick`, like Go's sysmon
+//! (20 us to 10 ms) but capped low, since a late detection wastes a whole CPU meanwhile. A busy
 //! worker whose thread CPU clock has not moved since the previous sample and whose thread state
 //! is S or D is marked sleeping: it leaves `nr_running` and the pool is kicked, so another
 //! worker starts. When its clock moves again it counts as running again.
 //!
-//! Thread CPU clocks and states are read from `/proc/thread-self/{schedstat,stat}` opened by
-//! each worker for itself and re-read with `pread`, so no `unsafe` is needed. Where /proc is
-//! unavailable, only the `blocking` hint manages concurrency.
+//! Thread CPU clocks are read with `clock_gettime` on each worker's thread CPU-time clock, and
+//! thread states from `/proc/thread-self/stat`, opened by each worker for itself and re-read with
+//! `pread` (only when a clock stopped), so no `unsafe` is needed. Where these are unavailable,
+//! only the `blocking` hint manages concurrency.
 
 use crate::clock::{Clock, Sleeper};
 use crate::pool::{flags, Sleeping, WorkerPool};
 use crate::sync::{Arc, AtomicU8, Mutex, Ordering};
+use nix::time::ClockId;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
@@ -29,8 +33,8 @@ use std::time::Duration;
 /// Run-time probe of one thread.
 #[derive(Debug)]
 pub(crate) struct ThreadProbe {
-    /// `/proc/thread-self/schedstat`: first field is the time spent on a CPU, in ns.
-    schedstat: File,
+    /// The thread's CPU-time clock, readable from any thread of the process.
+    clock: ClockId,
     /// `/proc/thread-self/stat`: the third field is the thread state.
     stat: File,
 }
@@ -38,18 +42,19 @@ pub(crate) struct ThreadProbe {
 impl ThreadProbe {
     /// Opens the calling thread's probe.
     pub(crate) fn open_current() -> Option<ThreadProbe> {
-        Some(ThreadProbe {
-            schedstat: File::open("/proc/thread-self/schedstat").ok()?,
+        let probe = ThreadProbe {
+            clock: thread_cpu_clock(rustix::thread::gettid().as_raw_nonzero().get()),
             stat: File::open("/proc/thread-self/stat").ok()?,
-        })
+        };
+        probe.runtime_ns().map(|_| probe)
     }
 
-    /// Total CPU time of the thread in nanoseconds.
+    /// Total CPU time of the thread in nanoseconds. This clock includes the time of the
+    /// current slice (the kernel updates the runtime before answering), unlike
+    /// `/proc/*/schedstat`, which lags by up to a scheduler tick.
     pub(crate) fn runtime_ns(&self) -> Option<u64> {
-        let mut buf = [0u8; 96];
-        let n = self.schedstat.read_at(&mut buf, 0).ok()?;
-        let s = std::str::from_utf8(&buf[..n]).ok()?;
-        s.split_ascii_whitespace().next()?.parse().ok()
+        let t = nix::time::clock_gettime(self.clock).ok()?;
+        Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
     }
 
     /// Whether the thread is sleeping (state S) or in uninterruptible sleep (D).
@@ -67,15 +72,20 @@ impl ThreadProbe {
     }
 }
 
+/// The CPU-time clock of thread `tid`: Linux encodes it as `(!tid << 3) | CPUCLOCK_SCHED (2) |
+/// CPUCLOCK_PERTHREAD_MASK (4)` (`MAKE_THREAD_CPUCLOCK`, include/linux/posix-timers.h), which is
+/// what `pthread_getcpuclockid` returns for that thread.
+fn thread_cpu_clock(tid: i32) -> ClockId {
+    ClockId::from_raw((!tid << 3) | 6)
+}
+
 /// Pins the calling thread to `cpu` (modulo the CPUs the process may use).
 pub(crate) fn pin_current_thread(cpu: usize) {
     use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
     let Ok(allowed) = sched_getaffinity(None) else {
         return;
     };
-    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU)
-        .filter(|&c| allowed.is_set(c))
-        .collect();
+    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| allowed.is_set(c)).collect();
     if cpus.is_empty() {
         return;
     }
@@ -92,11 +102,24 @@ pub(crate) fn current_cpu(nr_cpus: usize) -> usize {
 const PARKED: u8 = 0;
 const SLOW: u8 = 1;
 const FAST: u8 = 2;
+/// Nothing busy at the last tick, but recently: polling every `IDLE_POLL_TICKS` ticks.
+const IDLE_POLL: u8 = 3;
+/// Slow polls after the last busy tick before parking: 20 × 10 ticks = 200 ms by default.
+const IDLE_POLLS: u32 = 20;
+/// Fast ticks without an event before the fast interval starts doubling (Go's sysmon waits 20).
+const QUIET_TICKS: u32 = 4;
+/// The fast interval grows at most to this many `cm_min_tick`s: long enough to cost little
+/// (a tick is a few microseconds of CPU), short enough that a worker that falls asleep after a
+/// long CPU burst is still noticed within a quarter millisecond (docs/design.md §4).
+const FAST_TICK_CAP: u32 = 5;
+/// The idle poll interval, in ticks.
+const IDLE_POLL_TICKS: u32 = 10;
 
 /// The monitor's shared state.
 #[derive(Debug)]
 pub(crate) struct Monitor {
-    /// PARKED, SLOW (busy workers, tick at `cm_tick`) or FAST (items wait on a per-CPU pool).
+    /// PARKED, IDLE_POLL (recently busy: a slow poll), SLOW (busy workers, tick at `cm_tick`)
+    /// or FAST (items wait on a per-CPU pool).
     /// SeqCst: a worker's "I became busy" (under its pool lock) must not be missed by a
     /// monitor that decides to park; both sides use SeqCst on this word and the monitor
     /// re-scans the pools after publishing PARKED.
@@ -123,12 +146,11 @@ impl Monitor {
         self.pools.lock().push(pool);
     }
 
-    /// A worker started an item: make sure the monitor ticks.
+    /// A worker started an item: make sure the monitor ticks (it is woken only if parked; while
+    /// it polls, the next poll finds the busy worker).
     #[inline]
     pub(crate) fn note_busy(&self) {
-        if self.mode.load(Ordering::SeqCst) == PARKED
-            && self.mode.swap(SLOW, Ordering::SeqCst) == PARKED
-        {
+        if self.mode.load(Ordering::SeqCst) == PARKED && self.mode.swap(SLOW, Ordering::SeqCst) == PARKED {
             self.sleeper.notify();
         }
     }
@@ -136,9 +158,7 @@ impl Monitor {
     /// Items wait behind running workers on a per-CPU pool: tick fast.
     #[inline]
     pub(crate) fn note_waiting(&self) {
-        if self.mode.load(Ordering::SeqCst) != FAST
-            && self.mode.swap(FAST, Ordering::SeqCst) != FAST
-        {
+        if self.mode.load(Ordering::SeqCst) != FAST && self.mode.swap(FAST, Ordering::SeqCst) != FAST {
             self.sleeper.notify();
         }
     }
@@ -154,14 +174,23 @@ impl Monitor {
     pub(crate) fn run(&self, clock: &Clock, cfg: &crate::runtime::Config) {
         let mut fast = cfg.cm_min_tick;
         let mut quiet = 0u32;
+        let mut idle_polls = 0u32;
+        let mut pools: Vec<Arc<WorkerPool>> = Vec::new();
+        let mut buf = ScanBuf::default();
+        let mut last_full = clock.now();
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
-            let pools: Vec<Arc<WorkerPool>> = self.pools.lock().clone();
+            pools.clone_from(&self.pools.lock());
+            let now = clock.now();
+            let full = now.saturating_duration_since(last_full) >= cfg.cm_tick;
+            if full {
+                last_full = now;
+            }
             let mut scan = Scan::default();
             for p in &pools {
-                scan_pool(p, cfg, &mut scan);
+                scan_pool(p, cfg, full, &mut buf, &mut scan);
             }
             let interval = if scan.waiting {
                 self.mode.store(FAST, Ordering::SeqCst);
@@ -170,16 +199,24 @@ impl Monitor {
                     quiet = 0;
                 } else {
                     quiet += 1;
-                    if quiet >= 8 {
-                        fast = (fast * 2).min(cfg.cm_tick);
+                    if quiet >= QUIET_TICKS {
+                        fast = (fast * 2).min(cfg.cm_tick).min(cfg.cm_min_tick * FAST_TICK_CAP);
                     }
                 }
                 Some(fast)
             } else if scan.busy {
                 fast = cfg.cm_min_tick;
                 quiet = 0;
+                idle_polls = 0;
                 self.mode.store(SLOW, Ordering::SeqCst);
                 Some(cfg.cm_tick)
+            } else if idle_polls < IDLE_POLLS {
+                // Recently busy: poll slowly for a while instead of parking, so that a trickle
+                // of short items does not wake the monitor for every item (a wake-up on each
+                // item's path would double its latency).
+                idle_polls += 1;
+                self.mode.store(IDLE_POLL, Ordering::SeqCst);
+                Some(cfg.cm_tick * IDLE_POLL_TICKS)
             } else {
                 self.mode.store(PARKED, Ordering::SeqCst);
                 // Re-check after publishing PARKED: a worker that became busy before seeing
@@ -216,91 +253,107 @@ fn peek_pool(pool: &WorkerPool, scan: &mut Scan) {
     scan.busy |= !g.busy.is_empty();
 }
 
-/// One tick over one pool: sample busy workers outside the lock, then apply under it.
-fn scan_pool(pool: &WorkerPool, cfg: &crate::runtime::Config, scan: &mut Scan) {
-    let mut samples: Vec<(usize, u64, Arc<ThreadProbe>)> = Vec::new();
+/// One busy worker's sample: taken under the pool lock, completed outside it.
+struct Sample {
+    id: usize,
+    seq: u64,
+    probe: Arc<ThreadProbe>,
+    /// The monitor's previous reading for this execution, if any.
+    prev: Option<u64>,
+    /// This tick's reading.
+    now: u64,
+    /// Its state is S or D (read only for counted workers whose clock stopped).
+    asleep: bool,
+}
+
+/// Buffers reused from tick to tick, so a tick allocates nothing.
+#[derive(Default)]
+pub(crate) struct ScanBuf {
+    samples: Vec<Sample>,
+}
+
+/// One tick over one pool: snapshot the busy workers under the lock, read their clocks (and
+/// the states of stopped ones) without it, then apply under it. A `full` tick (every
+/// `cm_tick`) samples every busy worker for CPU time and hogs; a fast tick only looks at the
+/// counted and sleeping workers of a per-CPU pool where items wait.
+fn scan_pool(pool: &WorkerPool, cfg: &crate::runtime::Config, full: bool, buf: &mut ScanBuf, scan: &mut Scan) {
+    let cm = pool.is_cm();
+    buf.samples.clear();
     {
         let g = pool.lock();
         if g.busy.is_empty() {
             return;
         }
         scan.busy = true;
+        let waiting = cm && !g.worklist.is_empty() && g.nr_running > 0;
+        scan.waiting |= waiting;
+        if !full && !waiting {
+            return;
+        }
         for (id, w) in g.workers.iter() {
-            if let (Some(cur), Some(p)) = (&w.current, &w.probe) {
-                samples.push((id, cur.seq, p.clone()));
+            let (Some(cur), Some(probe)) = (&w.current, &w.probe) else { continue };
+            let counts = w.flags & flags::NOT_RUNNING == 0;
+            if !(full || counts || w.sleeping == Sleeping::Seen) {
+                continue;
             }
+            let prev = (w.mon.valid && w.mon.seq == cur.seq).then_some(w.mon.runtime);
+            buf.samples.push(Sample { id, seq: cur.seq, probe: probe.clone(), prev, now: 0, asleep: false });
         }
     }
-    // Read the clocks (and, for candidates, the states) without the pool lock.
-    let mut readings: Vec<(usize, u64, u64, bool)> = Vec::with_capacity(samples.len());
-    for (id, seq, probe) in &samples {
-        if let Some(rt) = probe.runtime_ns() {
-            readings.push((*id, *seq, rt, false));
+    // Read the clocks, and the states of workers whose clock stopped, without the lock.
+    buf.samples.retain_mut(|s| match s.probe.runtime_ns() {
+        Some(rt) => {
+            s.now = rt;
+            s.asleep = cm && s.prev == Some(rt) && s.probe.is_sleeping();
+            true
         }
-    }
+        None => false,
+    });
     let mut g = pool.lock();
-    let cm = pool.is_cm();
-    for (id, seq, rt, _) in &mut readings {
-        let Some(w) = g.workers.get(*id) else {
-            continue;
-        };
+    for s in &buf.samples {
+        let Some(w) = g.workers.get(s.id) else { continue };
         let Some(cur) = &w.current else { continue };
-        if cur.seq != *seq {
+        if cur.seq != s.seq {
             continue;
         }
         let slot = cur.pwq as usize;
-        let mon = w.mon;
-        let sleeping = w.sleeping;
-        let wflags = w.flags;
-        if !mon.valid || mon.seq != *seq {
-            let w = &mut g.workers[*id];
-            w.mon = crate::pool::MonSample {
-                seq: *seq,
-                runtime: *rt,
-                hog_base: *rt,
-                valid: true,
-            };
+        let Some(prev) = s.prev.filter(|_| w.mon.valid && w.mon.seq == s.seq) else {
+            let w = &mut g.workers[s.id];
+            w.mon = crate::pool::MonSample { seq: s.seq, runtime: s.now, hog_base: s.now, valid: true };
             continue;
-        }
-        let delta = rt.saturating_sub(mon.runtime);
+        };
+        let delta = s.now.saturating_sub(prev);
+        let (sleeping, counts) = (w.sleeping, w.flags & flags::NOT_RUNNING == 0);
         g.pwqs[slot].stats.cpu_time_ns += delta;
-        g.workers[*id].mon.runtime = *rt;
+        g.workers[s.id].mon.runtime = s.now;
         if !cm {
             continue;
         }
-        let counts = wflags & flags::NOT_RUNNING == 0;
         match sleeping {
-            Sleeping::No if counts && delta == 0 => {
-                // Candidate: confirm with the thread state (outside the lock would be nicer,
-                // but the read is short and only happens for stopped clocks).
-                let probe = g.workers[*id].probe.clone();
-                if probe.is_some_and(|p| p.is_sleeping()) {
-                    g.worker_set_sleeping(*id, Sleeping::Seen);
-                    pool.cm_kick(&mut g, *id);
-                    scan.acted = true;
-                }
+            Sleeping::No if counts && delta == 0 && s.asleep => {
+                g.worker_set_sleeping(s.id, Sleeping::Seen);
+                pool.cm_kick(&mut g, s.id);
+                scan.acted = true;
             }
             Sleeping::Seen if delta > 0 => {
-                g.worker_set_sleeping(*id, Sleeping::No);
-                g.workers[*id].mon.hog_base = *rt;
+                g.worker_set_sleeping(s.id, Sleeping::No);
+                g.workers[s.id].mon.hog_base = s.now;
                 scan.acted = true;
             }
             _ => {}
         }
-        let w = &g.workers[*id];
+        let w = &g.workers[s.id];
         let thresh = cfg.cpu_intensive_thresh;
         if !thresh.is_zero()
             && w.flags & flags::NOT_RUNNING == 0
             && w.sleeping == Sleeping::No
-            && Duration::from_nanos(rt.saturating_sub(w.mon.hog_base)) >= thresh
+            && Duration::from_nanos(s.now.saturating_sub(w.mon.hog_base)) >= thresh
         {
-            g.worker_set_flags(*id, flags::CPU_INTENSIVE);
+            g.worker_set_flags(s.id, flags::CPU_INTENSIVE);
             g.pwqs[slot].stats.cpu_intensive += 1;
-            pool.cm_kick(&mut g, *id);
+            pool.cm_kick(&mut g, s.id);
             scan.acted = true;
         }
     }
-    if cm && !g.worklist.is_empty() && g.nr_running > 0 {
-        scan.waiting = true;
-    }
+    scan.waiting |= cm && !g.worklist.is_empty() && g.nr_running > 0;
 }

@@ -44,6 +44,8 @@ pub(crate) struct PwqLocked {
     pub(crate) nr_in_flight: [u32; NR_COLORS],
     /// The colour new items get.
     pub(crate) work_color: u8,
+    /// The colour being flushed on this pwq, if any (the kernel's -1 is `None`).
+    pub(crate) flush_color: Option<u8>,
     /// The counters of this pwq.
     pub(crate) stats: PwqStats,
 }
@@ -57,6 +59,7 @@ impl PwqLocked {
             inactive: List::default(),
             nr_in_flight: [0; NR_COLORS],
             work_color: 0,
+            flush_color: None,
             stats: PwqStats::default(),
         }
     }

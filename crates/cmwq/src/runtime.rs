@@ -17,11 +17,12 @@ use crate::error::Error;
 use crate::monitor::Monitor;
 use crate::pool::{flags, manager, WorkerPool};
 use crate::spawn::{SpawnRequest, Spawner, ThreadKind, ThreadSpawner};
-use crate::sync::{thread, Arc, AtomicBool, AtomicU32, Mutex, Ordering};
+use crate::sync::OnceLock;
+use crate::sync::{thread, Arc, AtomicBool, AtomicU32, Mutex, Ordering, Weak};
 use crate::timer::TimerService;
 use crate::workqueue::WorkqueueBuilder;
+use crate::workqueue::WqShared;
 use std::fmt;
-use crate::sync::OnceLock;
 use std::time::Duration;
 
 /// Cull idle workers after 300 s (`IDLE_WORKER_TIMEOUT`).
@@ -32,9 +33,10 @@ pub const CREATE_COOLDOWN: Duration = Duration::from_secs(1);
 pub const CPU_INTENSIVE_THRESH: Duration = Duration::from_millis(10);
 /// The monitor's tick while workers are busy: 1 ms (a kernel tick at HZ=1000).
 pub const CM_TICK: Duration = Duration::from_millis(1);
-/// The monitor's fastest tick while items wait behind running workers: 20 us (Go sysmon's
-/// minimum).
-pub const CM_MIN_TICK: Duration = Duration::from_micros(20);
+/// The monitor's fastest tick while items wait behind running workers: 50 us (Go's sysmon
+/// starts at 20 us; 50 us is the default timer slack of a Linux thread, so shorter sleeps
+/// would not be shorter).
+pub const CM_MIN_TICK: Duration = Duration::from_micros(50);
 
 /// The knobs of a runtime. I: fixed at build.
 #[derive(Debug, Clone)]
@@ -64,26 +66,32 @@ pub(crate) struct Env {
 /// The runtime's shared state.
 pub(crate) struct Shared {
     pub(crate) env: Arc<Env>,
-    /// I: per-CPU pools; pool id `2 * cpu + highpri` is at that index.
+    /// I: per-CPU pools; the pool of `cpu` (normal, highpri) is at index `2 * cpu + highpri`.
     pub(crate) cpu_pools: Vec<Arc<WorkerPool>>,
     /// Unbound pools by attributes (only `highpri` for now), guarded by this lock
     /// (`wq_pool_mutex`).
     unbound_pools: Mutex<Vec<Arc<WorkerPool>>>,
-    /// The next pool id.
-    next_pool_id: AtomicU32,
     /// The timer and monitor threads.
     service_threads: Mutex<Vec<thread::JoinHandle<()>>>,
     /// Whether shutdown has started.
     shut_down: AtomicBool,
     /// Next workqueue id.
     pub(crate) next_wq_id: AtomicU32,
+    /// Workqueues of this runtime (`workqueues` list, under `wq_pool_mutex`), and whether
+    /// freezable ones are frozen.
+    workqueues: Mutex<WqList>,
+}
+
+/// The runtime's list of workqueues, behind its lock.
+#[derive(Default)]
+struct WqList {
+    wqs: Vec<Weak<WqShared>>,
+    frozen: bool,
 }
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Runtime")
-            .field("cpus", &self.env.config.nr_cpus)
-            .finish()
+        f.debug_struct("Runtime").field("cpus", &self.env.config.nr_cpus).finish()
     }
 }
 
@@ -95,12 +103,37 @@ impl Shared {
         if let Some(p) = pools.iter().find(|p| p.highpri == highpri) {
             return Ok(p.clone());
         }
-        let id = self.next_pool_id.fetch_add(1, Ordering::Relaxed);
-        let pool = WorkerPool::new(id, None, highpri, self.env.clone());
+        let pool = WorkerPool::new(None, highpri, self.env.clone());
         manager::create_worker(&pool).map_err(Error::Spawn)?;
         self.env.monitor.add_pool(pool.clone());
         pools.push(pool.clone());
         Ok(pool)
+    }
+
+    pub(crate) fn register_workqueue(&self, wq: &Arc<WqShared>) {
+        let mut l = self.workqueues.lock();
+        l.wqs.retain(|w| w.strong_count() > 0);
+        l.wqs.push(Arc::downgrade(wq));
+    }
+
+    pub(crate) fn is_frozen(&self) -> bool {
+        self.workqueues.lock().frozen
+    }
+
+    /// Freezes or thaws the freezable workqueues (`freeze_workqueues_begin`,
+    /// `thaw_workqueues`): a frozen one has an active limit of zero, so its new items wait on
+    /// the inactive lists; thawing restores the limit and activates them.
+    fn set_frozen(&self, frozen: bool) {
+        let mut l = self.workqueues.lock();
+        if l.frozen == frozen {
+            return;
+        }
+        l.frozen = frozen;
+        for wq in l.wqs.iter().filter_map(Weak::upgrade) {
+            if wq.info.flags.freezable {
+                wq.set_pwq_max_active(if frozen { 0 } else { wq.max_active });
+            }
+        }
     }
 
     fn all_pools(&self) -> Vec<Arc<WorkerPool>> {
@@ -114,8 +147,7 @@ impl Shared {
         if self.shut_down.swap(true, Ordering::SeqCst) {
             return;
         }
-        let on_own_worker = crate::pool::worker::current_worker()
-            .is_some_and(|(p, _)| Arc::ptr_eq(&p.env, &self.env));
+        let on_own_worker = crate::pool::worker::current_worker().is_some_and(|(p, _)| Arc::ptr_eq(&p.env, &self.env));
         let mut handles = Vec::new();
         for pool in self.all_pools() {
             let mut g = pool.lock();
@@ -245,6 +277,29 @@ impl Runtime {
             .collect()
     }
 
+    /// Freezes the freezable workqueues (`freeze_workqueues_begin`): they keep accepting
+    /// items but start none until [`Runtime::thaw`]. Items already running go on;
+    /// [`Runtime::freeze_busy`] says whether some still run.
+    pub fn freeze(&self) {
+        self.handle.shared.set_frozen(true);
+    }
+
+    /// Thaws the freezable workqueues (`thaw_workqueues`): what queued up starts.
+    pub fn thaw(&self) {
+        self.handle.shared.set_frozen(false);
+    }
+
+    /// Whether an item of a freezable workqueue is still active while frozen
+    /// (`freeze_workqueues_busy`).
+    pub fn freeze_busy(&self) -> bool {
+        let l = self.handle.shared.workqueues.lock();
+        l.wqs
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|wq| wq.info.flags.freezable)
+            .any(|wq| wq.pwq_list().iter().any(|p| p.pool.lock().pwqs[p.slot as usize].nr_active > 0))
+    }
+
     /// Workers alive over all pools.
     pub fn nr_workers(&self) -> usize {
         self.pools().iter().map(|p| p.nr_workers).sum()
@@ -327,12 +382,10 @@ impl RuntimeBuilder {
     }
 
     /// The monitor's tick while workers are busy (default 1 ms), and its fastest tick while
-    /// items wait behind running workers (default 20 us).
+    /// items wait behind running workers (default 50 us).
     pub fn cm_tick(mut self, tick: Duration, min_tick: Duration) -> Self {
         self.config.cm_tick = tick.max(Duration::from_micros(1));
-        self.config.cm_min_tick = min_tick
-            .min(self.config.cm_tick)
-            .max(Duration::from_micros(1));
+        self.config.cm_min_tick = min_tick.min(self.config.cm_tick).max(Duration::from_micros(1));
         self
     }
 
@@ -366,9 +419,8 @@ impl RuntimeBuilder {
             spawner: self.spawner,
         });
         let n = env.config.nr_cpus;
-        let cpu_pools: Vec<Arc<WorkerPool>> = (0..2 * n)
-            .map(|i| WorkerPool::new(i as u32, Some(i / 2), i % 2 == 1, env.clone()))
-            .collect();
+        let cpu_pools: Vec<Arc<WorkerPool>> =
+            (0..2 * n).map(|i| WorkerPool::new(Some(i / 2), i % 2 == 1, env.clone())).collect();
         for p in &cpu_pools {
             env.monitor.add_pool(p.clone());
         }
@@ -376,16 +428,12 @@ impl RuntimeBuilder {
             env: env.clone(),
             cpu_pools,
             unbound_pools: Mutex::new(Vec::new()),
-            next_pool_id: AtomicU32::new(2 * n as u32),
             service_threads: Mutex::new(Vec::new()),
             shut_down: AtomicBool::new(false),
             next_wq_id: AtomicU32::new(0),
+            workqueues: Mutex::new(WqList::default()),
         });
-        let rt = Runtime {
-            handle: Arc::new(RuntimeHandle {
-                shared: shared.clone(),
-            }),
-        };
+        let rt = Runtime { handle: Arc::new(RuntimeHandle { shared: shared.clone() }) };
         let e1 = env.clone();
         let timer = env
             .spawner

@@ -36,10 +36,7 @@ pub struct SpawnRequest {
 
 impl fmt::Debug for SpawnRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpawnRequest")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .finish()
+        f.debug_struct("SpawnRequest").field("name", &self.name).field("kind", &self.kind).finish()
     }
 }
 
@@ -164,10 +161,7 @@ impl Spawner for FailingSpawner {
     fn spawn(&self, req: SpawnRequest) -> io::Result<thread::JoinHandle<()>> {
         if self.should_fail(req.kind) {
             self.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "FailingSpawner: thread creation refused",
-            ));
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "FailingSpawner: thread creation refused"));
         }
         let live = self.live.clone();
         live.fetch_add(1, Ordering::AcqRel);

@@ -41,9 +41,7 @@ pub(crate) struct TimerService {
 impl fmt::Debug for TimerService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let l = self.locked.lock();
-        f.debug_struct("TimerService")
-            .field("armed", &l.callbacks.len())
-            .finish()
+        f.debug_struct("TimerService").field("armed", &l.callbacks.len()).finish()
     }
 }
 
@@ -77,7 +75,6 @@ impl TimerService {
     }
 
     /// Cancels a timer. Returns `true` if it was armed and will now not fire.
-    #[allow(dead_code)]
     pub(crate) fn cancel(&self, id: TimerId) -> bool {
         self.locked.lock().callbacks.remove(&id.0).is_some()
     }

@@ -49,11 +49,7 @@ impl<T> Nodes<T> {
     }
 
     fn alloc(&mut self, val: T) -> u32 {
-        let idx = self.slab.insert(Node {
-            prev: NIL,
-            next: NIL,
-            val,
-        });
+        let idx = self.slab.insert(Node { prev: NIL, next: NIL, val });
         assert!(idx < NIL as usize, "worklist arena overflow");
         idx as u32
     }
@@ -69,11 +65,7 @@ pub(crate) struct List {
 
 impl Default for List {
     fn default() -> Self {
-        List {
-            head: NIL,
-            tail: NIL,
-            len: 0,
-        }
+        List { head: NIL, tail: NIL, len: 0 }
     }
 }
 
@@ -125,13 +117,7 @@ impl List {
 
     /// Unlinks `idx` from this list and links it into `dst` before `before` (`NIL` = tail), the
     /// node keeping its index (`list_move_tail`).
-    pub(crate) fn move_to<T>(
-        &mut self,
-        nodes: &mut Nodes<T>,
-        idx: u32,
-        dst: &mut List,
-        before: u32,
-    ) {
+    pub(crate) fn move_to<T>(&mut self, nodes: &mut Nodes<T>, idx: u32, dst: &mut List, before: u32) {
         self.unlink(nodes, idx);
         dst.link_before(nodes, idx, before);
     }
@@ -157,11 +143,7 @@ impl List {
     }
 
     fn link_before<T>(&mut self, nodes: &mut Nodes<T>, idx: u32, before: u32) {
-        let prev = if before == NIL {
-            self.tail
-        } else {
-            nodes.slab[before as usize].prev
-        };
+        let prev = if before == NIL { self.tail } else { nodes.slab[before as usize].prev };
         {
             let n = &mut nodes.slab[idx as usize];
             n.prev = prev;

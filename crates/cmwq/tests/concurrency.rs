@@ -32,11 +32,7 @@ fn blocking_hint_starts_another_worker_at_once() {
     let second = Latch::new();
     let s2 = second.clone();
     assert!(wq.spawn(move || s2.open()));
-    wait_for_within(
-        "the second item while the first blocks in a hint",
-        Duration::from_secs(5),
-        || second.is_open(),
-    );
+    wait_for_within("the second item while the first blocks in a hint", Duration::from_secs(5), || second.is_open());
     assert!(!gate.is_open());
     assert!(wq.stats().cm_wakeup >= 1, "{:?}", wq.stats());
     gate.open();
@@ -62,17 +58,10 @@ fn sleeping_worker_is_noticed_without_hints() {
     let second = Latch::new();
     let s2 = second.clone();
     wq.spawn(move || s2.open());
-    wait_for_within(
-        "the second item while the first sleeps",
-        Duration::from_secs(2),
-        || second.is_open(),
-    );
+    wait_for_within("the second item while the first sleeps", Duration::from_secs(2), || second.is_open());
     let delay = t.elapsed();
     eprintln!("second item started {delay:?} after queueing");
-    assert!(
-        delay < Duration::from_millis(100),
-        "detection took {delay:?}"
-    );
+    assert!(delay < Duration::from_millis(100), "detection took {delay:?}");
     assert!(wq.stats().cm_wakeup >= 1, "{:?}", wq.stats());
     gate.open();
     wait_for("both", || wq.stats().completed == 2);
@@ -96,11 +85,7 @@ fn running_worker_makes_new_items_wait() {
         });
     }
     wait_for("8 items", || done.load(Ordering::SeqCst) == 8);
-    assert_eq!(
-        c.max(),
-        1,
-        "CPU-bound items of one per-CPU pool must run one at a time"
-    );
+    assert_eq!(c.max(), 1, "CPU-bound items of one per-CPU pool must run one at a time");
     assert_eq!(wq.stats().cm_wakeup, 0);
 }
 
@@ -123,19 +108,12 @@ fn cpu_hog_stops_counting_after_threshold() {
     let s2 = second.clone();
     wq.spawn(move || s2.open());
     wait_for("the item behind the hog", || second.is_open());
-    assert_eq!(
-        hog_done.load(Ordering::SeqCst),
-        0,
-        "the second item waited for the hog to end"
-    );
+    assert_eq!(hog_done.load(Ordering::SeqCst), 0, "the second item waited for the hog to end");
     let s = wq.stats();
     assert_eq!(s.cpu_intensive, 1, "{s:?}");
     wait_for("the hog", || wq.stats().completed == 2);
     let cpu = wq.stats().cpu_time;
-    assert!(
-        cpu >= Duration::from_millis(100),
-        "sampled CPU time {cpu:?} for a 300 ms spin"
-    );
+    assert!(cpu >= Duration::from_millis(100), "sampled CPU time {cpu:?} for a 300 ms spin");
 }
 
 /// The `cpu_intensive` flag: items never count toward concurrency, so CPU-bound items of such

@@ -36,15 +36,9 @@ fn queue_of_pending_item_returns_false_and_coalesces() {
         assert!(!wq.queue(&w), "a pending item must not be queued twice");
     }
     gate.open();
-    wait_for("the pending instance to run", || {
-        runs.load(Ordering::SeqCst) == 1
-    });
+    wait_for("the pending instance to run", || runs.load(Ordering::SeqCst) == 1);
     drop(wq); // drains
-    assert_eq!(
-        runs.load(Ordering::SeqCst),
-        1,
-        "1001 queueings of a pending item run once"
-    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "1001 queueings of a pending item run once");
     assert!(!w.is_pending());
 }
 
@@ -58,10 +52,7 @@ fn item_can_requeue_itself_while_running() {
     let accepted_inside = Arc::new(AtomicUsize::new(0));
     let (r2, a2, wq2) = (runs.clone(), accepted_inside.clone(), wq.clone());
     let w = Work::new(move |w| {
-        assert!(
-            !w.is_pending(),
-            "PENDING must be clear while the function runs"
-        );
+        assert!(!w.is_pending(), "PENDING must be clear while the function runs");
         if r2.fetch_add(1, Ordering::SeqCst) + 1 < 10 && wq2.queue(w) {
             a2.fetch_add(1, Ordering::SeqCst);
         }
@@ -82,19 +73,12 @@ fn requeue_while_running_never_overlaps_and_stays_on_its_worker() {
     let overlaps = Arc::new(AtomicUsize::new(0));
     let threads = Arc::new(Mutex::new(Vec::<String>::new()));
     let started = Latch::new();
-    let (r2, o2, t2, s2) = (
-        running.clone(),
-        overlaps.clone(),
-        threads.clone(),
-        started.clone(),
-    );
+    let (r2, o2, t2, s2) = (running.clone(), overlaps.clone(), threads.clone(), started.clone());
     let w = Work::new(move |_| {
         if r2.swap(true, Ordering::SeqCst) {
             o2.fetch_add(1, Ordering::SeqCst);
         }
-        t2.lock()
-            .unwrap()
-            .push(std::thread::current().name().unwrap_or("?").to_owned());
+        t2.lock().unwrap().push(std::thread::current().name().unwrap_or("?").to_owned());
         s2.open();
         std::thread::sleep(Duration::from_millis(30));
         r2.store(false, Ordering::SeqCst);
@@ -104,19 +88,10 @@ fn requeue_while_running_never_overlaps_and_stays_on_its_worker() {
     // While it runs on CPU 0's pool, queue it on CPU 1's pool: the redirect sends it back.
     assert!(wq.queue_on(1, &w));
     wait_for("the second run", || threads.lock().unwrap().len() == 2);
-    wait_for("the end", || {
-        !running.load(Ordering::SeqCst) && !w.is_pending()
-    });
+    wait_for("the end", || !running.load(Ordering::SeqCst) && !w.is_pending());
     let t = threads.lock().unwrap().clone();
-    assert_eq!(
-        overlaps.load(Ordering::SeqCst),
-        0,
-        "two executions overlapped"
-    );
-    assert_eq!(
-        t[0], t[1],
-        "the requeued instance must run on the worker that ran the first"
-    );
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0, "two executions overlapped");
+    assert_eq!(t[0], t[1], "the requeued instance must run on the worker that ran the first");
     assert!(t[0].starts_with("kworker/0:"), "ran on {t:?}");
 }
 
@@ -176,11 +151,7 @@ fn max_active_bounds_unbound_queue_and_is_reached() {
         });
     }
     wait_for("30 items", || done.load(Ordering::SeqCst) == 30);
-    assert_eq!(
-        c.max(),
-        3,
-        "max_active 3 must be reached and never exceeded"
-    );
+    assert_eq!(c.max(), 3, "max_active 3 must be reached and never exceeded");
 }
 
 /// Guarantee 5 on a per-CPU workqueue: the bound holds per pool.
@@ -204,11 +175,7 @@ fn max_active_is_per_cpu_on_percpu_queues() {
     }
     wait_for("40 items", || done.load(Ordering::SeqCst) == 40);
     for (cpu, c) in per_cpu.iter().enumerate() {
-        assert_eq!(
-            c.max(),
-            2,
-            "CPU {cpu}: max_active 2 per pool must be reached and never exceeded"
-        );
+        assert_eq!(c.max(), 2, "CPU {cpu}: max_active 2 per pool must be reached and never exceeded");
     }
 }
 
@@ -241,12 +208,7 @@ fn bad_input_is_refused_clearly() {
     assert!(matches!(e, Error::InvalidName { .. }), "{e}");
     let e = rt.workqueue(&"n".repeat(40)).build().unwrap_err();
     assert!(e.to_string().contains("31 bytes"), "{e}");
-    let e = rt
-        .workqueue("o")
-        .ordered()
-        .max_active(4)
-        .build()
-        .unwrap_err();
+    let e = rt.workqueue("o").ordered().max_active(4).build().unwrap_err();
     assert!(matches!(e, Error::InvalidAttrs(_)), "{e}");
     // Clamped with a warning, as the kernel does.
     let wq = rt.workqueue("big").max_active(1 << 20).build().unwrap();
@@ -258,10 +220,7 @@ fn bad_input_is_refused_clearly() {
     let e = wq.try_queue_on(7, &w).unwrap_err();
     assert!(matches!(e, Error::InvalidCpu { cpu: 7, nr_cpus: 2 }), "{e}");
     assert!(!wq.queue_on(7, &w));
-    assert!(
-        !w.is_pending(),
-        "a refused queueing must leave the item idle"
-    );
+    assert!(!w.is_pending(), "a refused queueing must leave the item idle");
     // Queueing onto a destroyed workqueue.
     wq.destroy();
     let e = wq.try_queue(&w).unwrap_err();
@@ -276,12 +235,7 @@ fn bad_input_is_refused_clearly() {
 #[test]
 fn destroy_drains_and_counters_add_up() {
     let rt = rt(2);
-    let wq = rt
-        .workqueue("drainme")
-        .unbound()
-        .max_active(2)
-        .build()
-        .unwrap();
+    let wq = rt.workqueue("drainme").unbound().max_active(2).build().unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     for _ in 0..50 {
         let done = done.clone();
@@ -291,11 +245,7 @@ fn destroy_drains_and_counters_add_up() {
         });
     }
     wq.destroy();
-    assert_eq!(
-        done.load(Ordering::SeqCst),
-        50,
-        "destroy returned before the queue drained"
-    );
+    assert_eq!(done.load(Ordering::SeqCst), 50, "destroy returned before the queue drained");
     let s = wq.stats();
     assert_eq!((s.started, s.completed, s.in_flight()), (50, 50, 0));
 }
@@ -304,12 +254,7 @@ fn destroy_drains_and_counters_add_up() {
 #[test]
 fn system_workqueues_run_items() {
     let n = Arc::new(AtomicUsize::new(0));
-    for wq in [
-        cmwq::system(),
-        cmwq::system_unbound(),
-        cmwq::system_highpri(),
-        cmwq::system_long(),
-    ] {
+    for wq in [cmwq::system(), cmwq::system_unbound(), cmwq::system_highpri(), cmwq::system_long()] {
         let n = n.clone();
         assert!(wq.spawn(move || {
             n.fetch_add(1, Ordering::SeqCst);

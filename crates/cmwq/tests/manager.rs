@@ -12,10 +12,7 @@ use std::time::Duration;
 use support::{wait_for, Latch};
 
 fn unbound_pool(rt: &Runtime) -> cmwq::PoolInfo {
-    rt.pools()
-        .into_iter()
-        .find(|p| p.cpu.is_none())
-        .expect("an unbound pool")
+    rt.pools().into_iter().find(|p| p.cpu.is_none()).expect("an unbound pool")
 }
 
 /// A failed creation neither panics nor loses work: the items stay queued, the manager retries
@@ -26,11 +23,7 @@ fn failed_creation_retries_after_cooldown_and_loses_nothing() {
     let clock = ManualClock::new();
     let fail = Arc::new(AtomicBool::new(false));
     let spawner = FailingSpawner::new(FailMode::While(fail.clone()));
-    let rt = Runtime::builder()
-        .cpus(1)
-        .clock(&clock)
-        .spawner(spawner.clone())
-        .build();
+    let rt = Runtime::builder().cpus(1).clock(&clock).spawner(spawner.clone()).build();
     let wq = rt.workqueue("nofork").unbound().build().unwrap();
     assert_eq!(unbound_pool(&rt).nr_workers, 1);
     fail.store(true, Ordering::SeqCst);
@@ -70,11 +63,7 @@ fn failed_creation_retries_after_cooldown_and_loses_nothing() {
 fn pool_without_workers_retries_on_the_clock() {
     let clock = ManualClock::new();
     let spawner = FailingSpawner::new(FailMode::Always);
-    let rt = Runtime::builder()
-        .cpus(1)
-        .clock(&clock)
-        .spawner(spawner.clone())
-        .build();
+    let rt = Runtime::builder().cpus(1).clock(&clock).spawner(spawner.clone()).build();
     assert_eq!(rt.nr_workers(), 0);
     let wq = rt.workqueue("late").build().unwrap();
     let ran = Latch::new();
@@ -92,17 +81,8 @@ fn pool_without_workers_retries_on_the_clock() {
 #[test]
 fn idle_workers_are_culled_after_timeout_keeping_the_ratio() {
     let clock = ManualClock::new();
-    let rt = Runtime::builder()
-        .cpus(1)
-        .clock(&clock)
-        .idle_timeout(Duration::from_secs(300))
-        .build();
-    let wq = rt
-        .workqueue("burst")
-        .unbound()
-        .max_active(8)
-        .build()
-        .unwrap();
+    let rt = Runtime::builder().cpus(1).clock(&clock).idle_timeout(Duration::from_secs(300)).build();
+    let wq = rt.workqueue("burst").unbound().max_active(8).build().unwrap();
     let gate = Latch::new();
     let started = Arc::new(AtomicUsize::new(0));
     for _ in 0..8 {
@@ -114,23 +94,14 @@ fn idle_workers_are_culled_after_timeout_keeping_the_ratio() {
     }
     wait_for("8 concurrent items", || started.load(Ordering::SeqCst) == 8);
     let peak = unbound_pool(&rt).nr_workers;
-    assert!(
-        peak >= 9,
-        "8 blocked items and a reserve worker, got {peak}"
-    );
+    assert!(peak >= 9, "8 blocked items and a reserve worker, got {peak}");
     gate.open();
     wait_for("idle", || unbound_pool(&rt).nr_idle == peak);
     clock.advance(Duration::from_secs(299));
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(
-        unbound_pool(&rt).nr_workers,
-        peak,
-        "culled before the idle timeout"
-    );
+    assert_eq!(unbound_pool(&rt).nr_workers, peak, "culled before the idle timeout");
     clock.advance(Duration::from_secs(2));
-    wait_for("culling down to two idle workers", || {
-        unbound_pool(&rt).nr_workers == 2
-    });
+    wait_for("culling down to two idle workers", || unbound_pool(&rt).nr_workers == 2);
     // The culled threads really exit.
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(unbound_pool(&rt).nr_workers, 2);
@@ -148,9 +119,5 @@ fn runtime_drop_joins_every_thread() {
     drop(wq);
     assert!(spawner.live() > 0);
     drop(rt);
-    assert_eq!(
-        spawner.live(),
-        0,
-        "threads left after the runtime was dropped"
-    );
+    assert_eq!(spawner.live(), 0, "threads left after the runtime was dropped");
 }

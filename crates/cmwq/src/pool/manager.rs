@@ -15,7 +15,7 @@
 use super::{flags, MonSample, PoolGuard, Sleeping, WorkerPool, WorkerRec};
 use crate::spawn::{SpawnRequest, ThreadKind};
 use crate::sync::{Arc, Parker};
-use std::collections::VecDeque;
+use crate::worklist::List;
 use std::io;
 use std::time::Instant;
 
@@ -30,17 +30,13 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<()> {
         if g.dying {
             return Ok(());
         }
-        let base = if pool.is_cm() {
-            flags::PREP
-        } else {
-            flags::PREP | flags::UNBOUND
-        };
+        let base = if pool.is_cm() { flags::PREP } else { flags::PREP | flags::UNBOUND };
         let id = g.workers.insert(WorkerRec {
             flags: base,
             sleeping: Sleeping::No,
             unparker: unparker.clone(),
             current: None,
-            scheduled: VecDeque::new(),
+            scheduled: List::default(),
             last_active: now,
             handle: None,
             probe: None,
@@ -100,9 +96,17 @@ pub(crate) fn manage_workers<'a>(pool: &'a Arc<WorkerPool>, mut g: PoolGuard<'a>
     g.manager_active = true;
     loop {
         drop(g);
+        let mut created = 0;
         loop {
             if create_worker(pool).is_ok() {
-                break;
+                created += 1;
+                // Unbound pools: every waiting item will take a worker of its own, so keep
+                // creating while more items wait than workers are idle (see docs/design.md
+                // "Departures"); per-CPU pools need only the one reserve worker.
+                if pool.is_cm() || created >= CREATE_BATCH || !wants_more(pool) {
+                    break;
+                }
+                continue;
             }
             if !still_needed(pool) {
                 break;
@@ -120,6 +124,16 @@ pub(crate) fn manage_workers<'a>(pool: &'a Arc<WorkerPool>, mut g: PoolGuard<'a>
     }
     g.manager_active = false;
     g
+}
+
+/// At most this many workers in one round of an unbound pool's manager, so it soon goes back to
+/// running items (another worker takes over if more are needed).
+const CREATE_BATCH: usize = 32;
+
+/// More items wait on an unbound pool than it has idle workers.
+fn wants_more(pool: &WorkerPool) -> bool {
+    let g = pool.lock();
+    !g.dying && g.worklist.len() > g.idle_list.len()
 }
 
 fn still_needed(pool: &WorkerPool) -> bool {

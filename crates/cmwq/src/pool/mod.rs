@@ -15,18 +15,23 @@
 //! kernel's `pool->lock`, tag `L:`). It is never held while user code runs.
 
 pub(crate) mod concurrency;
+pub(crate) mod entry;
 pub(crate) mod manager;
+pub(crate) mod registry;
 pub(crate) mod worker;
+
+pub(crate) use entry::{Entry, Item, Loc};
 
 use crate::clock::Sleeper;
 use crate::pwq::PwqLocked;
 use crate::runtime::Env;
 use crate::sync::{thread, Arc, Mutex, MutexGuard, Unparker};
-use crate::work::{Work, NO_NODE};
+use crate::work::Work;
 use crate::worklist::{List, Nodes};
 use slab::Slab;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
 /// Worker flags (spec §8). L.
@@ -56,17 +61,6 @@ pub(crate) enum Sleeping {
     Seen,
 }
 
-/// One entry of a pool list: a work item with its pwq and flush colour.
-#[derive(Debug)]
-pub(crate) struct Entry {
-    /// The item.
-    pub(crate) work: Work,
-    /// The pwq's slot in the pool.
-    pub(crate) pwq: u32,
-    /// The flush colour the item was queued with.
-    pub(crate) color: u8,
-}
-
 /// What a busy worker runs. L.
 #[derive(Debug)]
 pub(crate) struct Current {
@@ -75,6 +69,8 @@ pub(crate) struct Current {
     pub(crate) work_id: usize,
     /// Its pwq slot.
     pub(crate) pwq: u32,
+    /// The flush colour it was queued with (a flush barrier behind it takes this colour).
+    pub(crate) color: u8,
     /// Per-pool sequence number of this execution, so the monitor can tell items apart.
     pub(crate) seq: u64,
 }
@@ -102,9 +98,11 @@ pub(crate) struct WorkerRec {
     pub(crate) unparker: Unparker,
     /// The item being run, if busy.
     pub(crate) current: Option<Current>,
-    /// Items assigned to this worker and not started yet: collisions punted to it while it
-    /// runs the same item (the kernel's `worker->scheduled`).
-    pub(crate) scheduled: VecDeque<Entry>,
+    /// Entries assigned to this worker and not started yet, in the pool's node arena: the
+    /// item it is about to run with its linked barriers, collisions punted to it while it runs
+    /// the same item, and flush barriers for its current item (the kernel's
+    /// `worker->scheduled`).
+    pub(crate) scheduled: List,
     /// When the worker last became idle.
     pub(crate) last_active: Instant,
     /// The thread, for joining after it exits.
@@ -144,7 +142,7 @@ pub(crate) struct PoolLocked {
     /// Workers alive (not told to die).
     pub(crate) nr_workers: usize,
     /// Busy workers by the item they run (work id → worker id).
-    pub(crate) busy: HashMap<usize, usize>,
+    pub(crate) busy: BusyTable,
     /// A worker is acting as manager (`POOL_MANAGER_ACTIVE`).
     pub(crate) manager_active: bool,
     /// The idle-cull timer is armed.
@@ -192,14 +190,10 @@ impl fmt::Debug for WorkerPool {
 pub(crate) type PoolGuard<'a> = MutexGuard<'a, PoolLocked>;
 
 impl WorkerPool {
-    pub(crate) fn new(
-        id: u32,
-        cpu: Option<usize>,
-        highpri: bool,
-        env: Arc<Env>,
-    ) -> Arc<WorkerPool> {
+    /// A new pool, registered in the process-wide pool table (which assigns its id).
+    pub(crate) fn new(cpu: Option<usize>, highpri: bool, env: Arc<Env>) -> Arc<WorkerPool> {
         let now = env.clock.now();
-        Arc::new(WorkerPool {
+        registry::register(|id| WorkerPool {
             id,
             cpu,
             highpri,
@@ -212,7 +206,7 @@ impl WorkerPool {
                 idle_list: Vec::new(),
                 nr_running: 0,
                 nr_workers: 0,
-                busy: HashMap::new(),
+                busy: BusyTable::default(),
                 manager_active: false,
                 idle_timer_armed: false,
                 create_timer_armed: false,
@@ -244,49 +238,6 @@ impl WorkerPool {
         }
     }
 
-    /// Queues `work` (whose PENDING the caller owns) on pwq `slot` of this pool
-    /// (`__queue_work` steps 5-8): active on the worklist if the pwq has a free slot and
-    /// nothing waits before it, else on the pwq's inactive list.
-    pub(crate) fn insert_work(self: &Arc<Self>, g: &mut PoolLocked, slot: u32, work: Work) {
-        let (color, active) = {
-            let pwq = &mut g.pwqs[slot as usize];
-            let color = pwq.work_color;
-            pwq.nr_in_flight[color as usize] += 1;
-            let active = pwq.inactive.is_empty() && pwq.may_activate();
-            if active {
-                pwq.nr_active += 1;
-            }
-            (color, active)
-        };
-        let entry = Entry {
-            work,
-            pwq: slot,
-            color,
-        };
-        let idx = if active {
-            if g.worklist.is_empty() {
-                g.last_progress = self.env.clock.now();
-            }
-            g.worklist.push_back(&mut g.nodes, entry)
-        } else {
-            let PoolLocked { pwqs, nodes, .. } = g;
-            pwqs[slot as usize].inactive.push_back(nodes, entry)
-        };
-        let work = &g.nodes.get(idx).work;
-        work.set_node(idx);
-        work.state().set_queued(self.id);
-        if active {
-            self.kick_pool(g);
-            if self.is_cm() && g.nr_running > 0 {
-                // Items wait behind running workers: the monitor must watch them.
-                self.env.monitor.note_waiting();
-            }
-        }
-        if g.nr_workers == 0 {
-            manager::create_without_manager(self, g);
-        }
-    }
-
     /// Wakes an idle worker if the pool needs one (`kick_pool`). Returns whether it woke one.
     pub(crate) fn kick_pool(&self, g: &mut PoolLocked) -> bool {
         if !g.need_more_worker() {
@@ -298,48 +249,6 @@ impl WorkerPool {
                 true
             }
             None => false,
-        }
-    }
-
-    /// Activates the oldest inactive item of pwq `slot`, if it may become active
-    /// (`pwq_activate_first_inactive`). Returns whether it did.
-    pub(crate) fn activate_first_inactive(&self, g: &mut PoolLocked, slot: u32) -> bool {
-        let PoolLocked {
-            pwqs,
-            nodes,
-            worklist,
-            last_progress,
-            ..
-        } = g;
-        let pwq = &mut pwqs[slot as usize];
-        let Some(idx) = pwq.inactive.front() else {
-            return false;
-        };
-        if !pwq.may_activate() {
-            return false;
-        }
-        pwq.nr_active += 1;
-        if worklist.is_empty() {
-            *last_progress = self.env.clock.now();
-        }
-        pwq.inactive
-            .move_to(nodes, idx, worklist, crate::worklist::NIL);
-        true
-    }
-
-    /// Accounting after an item of pwq `slot` with `color` finished (`pwq_dec_nr_in_flight`):
-    /// frees its active slot, activating the next inactive item, and drops its in-flight count.
-    pub(crate) fn dec_nr_in_flight(&self, g: &mut PoolLocked, slot: u32, color: u8) {
-        let pwq = &mut g.pwqs[slot as usize];
-        pwq.nr_active -= 1;
-        pwq.nr_in_flight[color as usize] -= 1;
-        let drained = pwq.in_flight() == 0;
-        let wq = pwq.wq.clone();
-        if self.activate_first_inactive(g, slot) {
-            self.kick_pool(g);
-        }
-        if drained {
-            wq.pwq_drained();
         }
     }
 }
@@ -379,26 +288,27 @@ impl PoolLocked {
         let cur = self.workers[id].current.as_ref()?;
         (cur.work_id == work.id()).then_some(id)
     }
+}
 
-    /// Moves the worklist entry `idx` to worker `to`'s scheduled list and removes it from the
-    /// arena (`move_linked_works`).
-    pub(crate) fn schedule_on(&mut self, idx: u32, to: usize) {
-        let e = self.worklist.remove(&mut self.nodes, idx);
-        e.work.set_node(NO_NODE);
-        self.workers[to].scheduled.push_back(e);
+/// The busy table (`busy_hash`): work identity (an address) → worker id.
+pub(crate) type BusyTable = HashMap<usize, usize, BuildHasherDefault<AddrHasher>>;
+
+/// Hashes a work item's address: Fibonacci hashing of the pointer, with the low bits (always
+/// zero from alignment) shifted out. SipHash would cost more than the rest of the lookup.
+#[derive(Default)]
+pub(crate) struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
     }
-
-    /// Takes the worklist entry `idx` for worker `me` (`assign_work`): if another worker of
-    /// this pool already runs the same item, the entry goes to that worker instead (so the
-    /// item never runs twice at once) and this returns `false`.
-    pub(crate) fn assign_work(&mut self, idx: u32, me: usize) -> bool {
-        let work = &self.nodes.get(idx).work;
-        if let Some(other) = self.find_worker_executing(work) {
-            self.schedule_on(idx, other);
-            return other == me;
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
-        self.schedule_on(idx, me);
-        true
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = ((n as u64) >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 

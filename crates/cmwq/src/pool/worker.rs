@@ -17,7 +17,7 @@
 //! inactive item. The item's handle is dropped only after the lock is released again, since
 //! dropping the last handle runs the user's destructors.
 
-use super::{flags, Current, Entry, PoolGuard, PoolLocked, Sleeping, WorkerPool};
+use super::{flags, Current, Item, PoolGuard, PoolLocked, Sleeping, WorkerPool};
 use crate::monitor::ThreadProbe;
 use crate::sync::{Arc, Parker};
 use crate::work::Work;
@@ -98,33 +98,36 @@ pub(crate) fn process_scheduled_works<'a>(
     deferred: &mut Option<Work>,
 ) -> PoolGuard<'a> {
     g.last_progress = pool.env.clock.now();
-    while let Some(e) = g.workers[me].scheduled.pop_front() {
-        g = process_one_work(pool, g, me, e, deferred);
+    while let Some(idx) = g.workers[me].scheduled.front() {
+        let e = g.remove_entry(idx);
+        match e.item {
+            Item::Work(work) => g = process_one_work(pool, g, me, work, e.pwq, e.color, e.inactive, deferred),
+            Item::Barrier(done) => {
+                // `wq_barrier_func`: what it was linked behind has run.
+                done.complete();
+                pool.dec_nr_in_flight(&mut g, e.pwq, e.color, true);
+            }
+        }
     }
     g
 }
 
 /// Runs one item (`process_one_work`). The lock is released around the function.
+#[allow(clippy::too_many_arguments)]
 fn process_one_work<'a>(
     pool: &'a Arc<WorkerPool>,
     mut g: PoolGuard<'a>,
     me: usize,
-    e: Entry,
+    work: Work,
+    slot: u32,
+    color: u8,
+    inactive: bool,
     deferred: &mut Option<Work>,
 ) -> PoolGuard<'a> {
-    let Entry {
-        work,
-        pwq: slot,
-        color,
-    } = e;
     let seq = g.next_seq;
     g.next_seq += 1;
     g.busy.insert(work.id(), me);
-    g.workers[me].current = Some(Current {
-        work_id: work.id(),
-        pwq: slot,
-        seq,
-    });
+    g.workers[me].current = Some(Current { work_id: work.id(), pwq: slot, color, seq });
     let cpu_intensive = g.pwqs[slot as usize].wq.flags.cpu_intensive;
     if cpu_intensive {
         g.worker_set_flags(me, flags::CPU_INTENSIVE);
@@ -148,14 +151,19 @@ fn process_one_work<'a>(
     let mut g = pool.lock();
     let pwq = &mut g.pwqs[slot as usize];
     pwq.stats.completed += 1;
-    if let Some(payload) = panicked {
+    let report = panicked.map(|payload| {
         pwq.stats.panicked += 1;
-        let name = pwq.wq.name.clone();
-        report_panic(&name, &work, &*payload);
-    }
+        (pwq.wq.clone(), payload)
+    });
     finish_current(&mut g, me);
     g.busy.remove(&work.id());
-    pool.dec_nr_in_flight(&mut g, slot, color);
+    pool.dec_nr_in_flight(&mut g, slot, color, inactive);
+    if let Some((wq, payload)) = report {
+        // The handler is user code: run it without the pool lock.
+        drop(g);
+        wq.report_panic(&work, payload);
+        g = pool.lock();
+    }
     *deferred = Some(work);
     g
 }
@@ -167,18 +175,6 @@ fn finish_current(g: &mut PoolLocked, me: usize) {
     let w = &mut g.workers[me];
     w.current = None;
     w.mon.valid = false;
-}
-
-fn report_panic(wq: &str, work: &Work, payload: &(dyn std::any::Any + Send)) {
-    let msg = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("<non-string payload>");
-    eprintln!(
-        "cmwq: work item {:#x} on workqueue {wq:?} panicked: {msg}",
-        work.id()
-    );
 }
 
 impl WorkerPool {

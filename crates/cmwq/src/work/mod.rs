@@ -12,6 +12,8 @@
 //! A [`Work`] is a cheap handle (`Arc`): clones name the same item. Queueing an existing item
 //! allocates nothing.
 
+pub(crate) mod cancel;
+pub(crate) mod delayed;
 pub(crate) mod state;
 
 use crate::sync::{Arc, AtomicU32, Ordering};
@@ -58,11 +60,8 @@ impl Work {
     where
         F: Fn(&Work) + Send + Sync + 'static,
     {
-        let inner: Arc<WorkInner<WorkFn>> = Arc::new(WorkInner {
-            state: WorkState::new(),
-            node: AtomicU32::new(NO_NODE),
-            func: f,
-        });
+        let inner: Arc<WorkInner<WorkFn>> =
+            Arc::new(WorkInner { state: WorkState::new(), node: AtomicU32::new(NO_NODE), func: f });
         Work { inner }
     }
 
@@ -94,7 +93,6 @@ impl Work {
         &self.inner.state
     }
 
-    #[allow(dead_code)]
     pub(crate) fn node(&self) -> u32 {
         self.inner.node.load(Ordering::Relaxed)
     }

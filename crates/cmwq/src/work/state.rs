@@ -93,25 +93,15 @@ impl WorkState {
     /// keeping the pool id and the disable depth.
     pub(crate) fn release_claim(&self) {
         let prev = self.0.fetch_and(!PENDING, Ordering::AcqRel);
-        assert!(
-            prev & PENDING != 0 && prev & QUEUED == 0,
-            "release_claim of an unowned item: {:?}",
-            Snapshot(prev)
-        );
+        assert!(prev & PENDING != 0 && prev & QUEUED == 0, "release_claim of an unowned item: {:?}", Snapshot(prev));
     }
 
     /// Owned → queued on `pool`. Pool lock held.
     pub(crate) fn set_queued(&self, pool: u32) {
-        let r = self
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
-                assert!(
-                    s & PENDING != 0,
-                    "set_queued without PENDING: {:?}",
-                    Snapshot(s)
-                );
-                Some((s & DISABLE_MASK) | PENDING | QUEUED | ((pool as u64) << POOL_SHIFT))
-            });
+        let r = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+            assert!(s & PENDING != 0, "set_queued without PENDING: {:?}", Snapshot(s));
+            Some((s & DISABLE_MASK) | PENDING | QUEUED | ((pool as u64) << POOL_SHIFT))
+        });
         debug_assert!(r.is_ok());
     }
 
@@ -119,33 +109,25 @@ impl WorkState {
     /// before the function is called (`set_work_pool_and_clear_pending`). From here on the item
     /// may be queued again. Pool lock held.
     pub(crate) fn release_for_run(&self, pool: u32) {
-        let r = self
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
-                assert!(
-                    s & (PENDING | QUEUED) == PENDING | QUEUED,
-                    "release_for_run of an unqueued item: {:?}",
-                    Snapshot(s)
-                );
-                Some((s & DISABLE_MASK) | ((pool as u64) << POOL_SHIFT))
-            });
+        let r = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+            assert!(
+                s & (PENDING | QUEUED) == PENDING | QUEUED,
+                "release_for_run of an unqueued item: {:?}",
+                Snapshot(s)
+            );
+            Some((s & DISABLE_MASK) | ((pool as u64) << POOL_SHIFT))
+        });
         debug_assert!(r.is_ok());
     }
 
     /// Queued → owned (stolen by a canceller or re-armer, `try_to_grab_pending`): clears QUEUED,
     /// keeps PENDING. Pool lock held.
-    #[allow(dead_code)]
     pub(crate) fn steal_queued(&self) {
         let prev = self.0.fetch_and(!QUEUED, Ordering::AcqRel);
-        assert!(
-            prev & (PENDING | QUEUED) == PENDING | QUEUED,
-            "steal of an unqueued item: {:?}",
-            Snapshot(prev)
-        );
+        assert!(prev & (PENDING | QUEUED) == PENDING | QUEUED, "steal of an unqueued item: {:?}", Snapshot(prev));
     }
 
     /// Owned: raise the disable depth. Returns false at the maximum depth.
-    #[allow(dead_code)]
     pub(crate) fn inc_disable(&self) -> bool {
         self.0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
@@ -156,7 +138,6 @@ impl WorkState {
     }
 
     /// Owned: lower the disable depth. Returns the new depth, or `None` on underflow.
-    #[allow(dead_code)]
     pub(crate) fn dec_disable(&self) -> Option<u64> {
         self.0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
@@ -177,10 +158,7 @@ mod tests {
         let s = WorkState::new();
         assert!(s.load().last_pool().is_none());
         assert!(s.try_claim_pending());
-        assert!(
-            !s.try_claim_pending(),
-            "second claim must fail while pending"
-        );
+        assert!(!s.try_claim_pending(), "second claim must fail while pending");
         s.set_queued(7);
         assert!(s.load().is_queued() && s.load().is_pending());
         s.release_for_run(7);

@@ -1,9 +1,11 @@
 //! Workqueue attributes and their builder (`alloc_workqueue` flags and `max_active`;
 //! spec §1.2, §3.1, §8).
 
-use super::{Workqueue, WqFlags};
+use super::{PanicHandler, WorkPanic, Workqueue, WqFlags};
 use crate::error::Error;
 use crate::runtime::Runtime;
+use crate::sync::Arc;
+use std::fmt;
 
 /// The largest `max_active` (`WQ_MAX_ACTIVE`).
 pub const WQ_MAX_ACTIVE: usize = 2048;
@@ -14,23 +16,28 @@ pub const WQ_NAME_LEN: usize = 31;
 
 /// Builds a [`Workqueue`]: `Workqueue::builder(name)` on the global runtime, or
 /// `runtime.workqueue(name)` on a private one.
-#[derive(Debug)]
 #[must_use = "a builder does nothing until .build()"]
 pub struct WorkqueueBuilder {
     rt: Runtime,
     name: String,
     flags: WqFlags,
     max_active: usize,
+    panic_handler: Option<PanicHandler>,
+}
+
+impl fmt::Debug for WorkqueueBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkqueueBuilder")
+            .field("name", &self.name)
+            .field("flags", &self.flags)
+            .field("max_active", &self.max_active)
+            .finish()
+    }
 }
 
 impl WorkqueueBuilder {
     pub(crate) fn new(rt: Runtime, name: &str) -> WorkqueueBuilder {
-        WorkqueueBuilder {
-            rt,
-            name: name.to_owned(),
-            flags: WqFlags::default(),
-            max_active: 0,
-        }
+        WorkqueueBuilder { rt, name: name.to_owned(), flags: WqFlags::default(), max_active: 0, panic_handler: None }
     }
 
     /// `WQ_UNBOUND`: items run in a shared unbound pool, not on the queueing CPU; no
@@ -49,6 +56,24 @@ impl WorkqueueBuilder {
     /// `WQ_CPU_INTENSIVE`: items do not count toward concurrency management once started.
     pub fn cpu_intensive(mut self) -> Self {
         self.flags.cpu_intensive = true;
+        self
+    }
+
+    /// `WQ_FREEZABLE`: [`Runtime::freeze`] stops this workqueue from starting items (they
+    /// queue up) until [`Runtime::thaw`].
+    pub fn freezable(mut self) -> Self {
+        self.flags.freezable = true;
+        self
+    }
+
+    /// Called with every panic caught in one of this workqueue's items, after the item's
+    /// accounting is done (the default reports it on stderr). It runs on the worker with no
+    /// lock held; if it panics itself, that is reported and ignored.
+    pub fn panic_handler<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&WorkPanic<'_>) + Send + Sync + 'static,
+    {
+        self.panic_handler = Some(Arc::new(f));
         self
     }
 
@@ -84,7 +109,7 @@ impl WorkqueueBuilder {
         } else {
             clamp_max_active(&self.name, self.max_active)
         };
-        Workqueue::create(self.rt, self.name, self.flags, max_active)
+        Workqueue::create(self.rt, self.name, self.flags, max_active, self.panic_handler)
     }
 }
 
@@ -98,10 +123,7 @@ fn validate_name(name: &str) -> Result<(), Error> {
     } else {
         return Ok(());
     };
-    Err(Error::InvalidName {
-        name: name.to_owned(),
-        reason,
-    })
+    Err(Error::InvalidName { name: name.to_owned(), reason })
 }
 
 /// `wq_clamp_max_active`: 0 → default; above the maximum → clamped with a warning.
@@ -124,10 +146,7 @@ mod tests {
     fn names_and_max_active() {
         assert!(validate_name("events").is_ok());
         assert!(matches!(validate_name(""), Err(Error::InvalidName { .. })));
-        assert!(matches!(
-            validate_name(&"x".repeat(32)),
-            Err(Error::InvalidName { .. })
-        ));
+        assert!(matches!(validate_name(&"x".repeat(32)), Err(Error::InvalidName { .. })));
         assert!(validate_name(&"x".repeat(31)).is_ok());
         assert_eq!(clamp_max_active("t", 0), WQ_DFL_ACTIVE);
         assert_eq!(clamp_max_active("t", 5), 5);

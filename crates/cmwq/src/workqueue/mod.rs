@@ -1,11 +1,11 @@
 //! Workqueues: a name, flags, `max_active`, and one pool-workqueue per pool used
-//! (spec §1.2, §2.2 `__queue_work`, §3.1).
+//! (spec §1.2, §2.2 `__queue_work`, §3.1, §3.5).
 //!
 //! Queueing (`queue_work_on` + `__queue_work`):
 //! 1. Claim PENDING with one atomic RMW; if it was set, return `false`: the pending instance
 //!    covers this request. If the item is disabled, give PENDING back and return `false`.
-//! 2. If the workqueue is being destroyed, refuse (unless the caller is one of its own items:
-//!    chained queueing).
+//! 2. If the workqueue is draining or being destroyed, refuse, unless the caller is one of its
+//!    own items (chained queueing).
 //! 3. Pick the pwq: a per-CPU workqueue uses the pool of the given CPU or of the CPU the caller
 //!    runs on; an unbound one its single pwq in the shared unbound pool.
 //! 4. Non-reentrancy redirect: if the item last ran in another pool of this workqueue and a
@@ -13,19 +13,25 @@
 //!    worker and it never runs twice at once.
 //! 5. Under the pool lock: active on the worklist (and kick the pool) if the pwq is below
 //!    `max_active` and nothing waits before it, else onto the pwq's inactive list.
+//!
+//! Drain and destroy: docs/design.md §7.
 
 pub(crate) mod builder;
 pub(crate) mod system;
 
 use crate::clock::Sleeper;
 use crate::error::Error;
+use crate::flush::{FlushLocked, FlushShared};
 use crate::monitor::current_cpu;
 use crate::pwq::{Pwq, PwqLocked};
 use crate::runtime::Runtime;
 use crate::stats::WqStats;
-use crate::sync::{Arc, AtomicBool, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::work::delayed::DelayedTimer;
 use crate::work::Work;
 pub use builder::WorkqueueBuilder;
+use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
 
 /// Workqueue flags (`WQ_*`, spec §8). I: fixed at creation.
@@ -37,12 +43,37 @@ pub(crate) struct WqFlags {
     pub(crate) highpri: bool,
     /// `WQ_CPU_INTENSIVE`.
     pub(crate) cpu_intensive: bool,
+    /// `WQ_FREEZABLE`.
+    pub(crate) freezable: bool,
     /// `__WQ_ORDERED`.
     pub(crate) ordered: bool,
 }
 
-/// What the pool side needs to know of a workqueue.
+/// A panic caught in a work item, as handed to a workqueue's panic handler.
 #[derive(Debug)]
+pub struct WorkPanic<'a> {
+    /// The workqueue's name.
+    pub workqueue: &'a str,
+    /// The item that panicked.
+    pub work: &'a Work,
+    /// The panic payload.
+    pub payload: &'a (dyn Any + Send),
+}
+
+impl WorkPanic<'_> {
+    /// The panic message, if the payload is a string.
+    pub fn message(&self) -> Option<&str> {
+        self.payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| self.payload.downcast_ref::<String>().map(String::as_str))
+    }
+}
+
+/// A workqueue's panic handler.
+pub(crate) type PanicHandler = Arc<dyn Fn(&WorkPanic<'_>) + Send + Sync>;
+
+/// What the pool side needs to know of a workqueue.
 pub(crate) struct WqInfo {
     /// I: runtime-unique id.
     pub(crate) id: u32,
@@ -52,8 +83,20 @@ pub(crate) struct WqInfo {
     pub(crate) flags: WqFlags,
     /// Set once destruction starts (`__WQ_DESTROYING`); never cleared.
     pub(crate) destroying: AtomicBool,
+    /// Drainers at work (`nr_drainers`); queueing from outside is refused while non-zero.
+    pub(crate) nr_drainers: AtomicUsize,
     /// Woken when one of its pwqs has nothing in flight, while destroying.
     pub(crate) drained: Arc<Sleeper>,
+    /// The pool side of the flush-colour machinery.
+    pub(crate) flush: FlushShared,
+    /// I: the panic handler (default: report on stderr).
+    pub(crate) panic_handler: Option<PanicHandler>,
+}
+
+impl fmt::Debug for WqInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WqInfo").field("id", &self.id).field("name", &self.name).field("flags", &self.flags).finish()
+    }
 }
 
 impl WqInfo {
@@ -61,6 +104,25 @@ impl WqInfo {
     pub(crate) fn pwq_drained(&self) {
         if self.destroying.load(Ordering::Acquire) {
             self.drained.notify();
+        }
+    }
+
+    /// Hands a caught panic to the handler. No lock held.
+    pub(crate) fn report_panic(&self, work: &Work, payload: Box<dyn Any + Send>) {
+        let p = WorkPanic { workqueue: &self.name, work, payload: &*payload };
+        match &self.panic_handler {
+            Some(h) => {
+                // A panicking handler must not take the worker down with it.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(&p))).is_err() {
+                    eprintln!("cmwq: the panic handler of workqueue {:?} panicked", self.name);
+                }
+            }
+            None => eprintln!(
+                "cmwq: work item {:#x} on workqueue {:?} panicked: {}",
+                work.id(),
+                self.name,
+                p.message().unwrap_or("<non-string payload>")
+            ),
         }
     }
 }
@@ -74,23 +136,29 @@ enum Pwqs {
     Unbound(Pwq),
 }
 
-/// The shared part of a workqueue.
-struct WqShared {
-    info: Arc<WqInfo>,
+/// The shared part of a workqueue: kept alive by its handles and by armed delayed items.
+pub(crate) struct WqShared {
+    pub(crate) info: Arc<WqInfo>,
     pwqs: Pwqs,
     /// I: the active limit per pwq.
-    max_active: usize,
-    rt: Runtime,
+    pub(crate) max_active: usize,
+    /// The workqueue side of the flush colours (`wq->mutex`).
+    flush_lock: Mutex<FlushLocked>,
+    /// Delayed items whose timer is armed to queue them here, by timer identity. A destroy
+    /// queues them at once instead of leaving them behind.
+    pub(crate) armed: Mutex<HashMap<usize, (Arc<DelayedTimer>, Work)>>,
+    pub(crate) rt: Runtime,
 }
 
-/// A workqueue. Cheap to clone; dropping the last handle drains it, then frees its pwqs.
+/// A workqueue. Cheap to clone; dropping the last handle destroys it (drains, then detaches
+/// it from its pools).
 #[derive(Clone)]
 pub struct Workqueue {
     handle: Arc<WqHandle>,
 }
 
 struct WqHandle {
-    wq: WqShared,
+    wq: Arc<WqShared>,
 }
 
 impl Drop for WqHandle {
@@ -123,6 +191,7 @@ impl Workqueue {
         name: String,
         flags: WqFlags,
         max_active: usize,
+        panic_handler: Option<PanicHandler>,
     ) -> Result<Workqueue, Error> {
         let shared = rt.shared().clone();
         let info = Arc::new(WqInfo {
@@ -130,49 +199,49 @@ impl Workqueue {
             name: name.into(),
             flags,
             destroying: AtomicBool::new(false),
+            nr_drainers: AtomicUsize::new(0),
             drained: Sleeper::new(),
+            flush: FlushShared::default(),
+            panic_handler,
         });
+        let frozen = flags.freezable && shared.is_frozen();
         let attach = |pool: &Arc<crate::pool::WorkerPool>| {
-            let slot = pool
-                .lock()
-                .pwqs
-                .insert(PwqLocked::new(info.clone(), max_active)) as u32;
-            Pwq {
-                pool: pool.clone(),
-                slot,
+            let mut pwq = PwqLocked::new(info.clone(), max_active);
+            if frozen {
+                pwq.max_active = 0;
             }
+            let slot = pool.lock().pwqs.insert(pwq) as u32;
+            Pwq { pool: pool.clone(), slot }
         };
         let pwqs = if flags.unbound {
             Pwqs::Unbound(attach(&shared.unbound_pool(flags.highpri)?))
         } else {
             let n = shared.env.config.nr_cpus;
-            Pwqs::PerCpu(
-                (0..n)
-                    .map(|cpu| attach(&shared.cpu_pools[2 * cpu + usize::from(flags.highpri)]))
-                    .collect(),
-            )
+            Pwqs::PerCpu((0..n).map(|cpu| attach(&shared.cpu_pools[2 * cpu + usize::from(flags.highpri)])).collect())
         };
-        Ok(Workqueue {
-            handle: Arc::new(WqHandle {
-                wq: WqShared {
-                    info,
-                    pwqs,
-                    max_active,
-                    rt,
-                },
-            }),
-        })
+        let wq = Arc::new(WqShared {
+            info,
+            pwqs,
+            max_active,
+            flush_lock: Mutex::new(FlushLocked::default()),
+            armed: Mutex::new(HashMap::new()),
+            rt,
+        });
+        shared.register_workqueue(&wq);
+        Ok(Workqueue { handle: Arc::new(WqHandle { wq }) })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<WqShared> {
+        &self.handle.wq
     }
 
     /// Queues `work` on this workqueue (`queue_work`): on the pool of the CPU the caller runs
     /// on for a per-CPU workqueue. Returns `false` if it was already pending (nothing changes:
     /// the pending instance covers this request), disabled, or refused because the workqueue is
-    /// being destroyed (with a warning; [`Workqueue::try_queue`] returns that as an error).
+    /// draining or being destroyed (with a warning; [`Workqueue::try_queue`] returns that as an
+    /// error).
     pub fn queue(&self, work: &Work) -> bool {
-        self.handle
-            .wq
-            .queue_work(None, work)
-            .unwrap_or_else(|e| warn(&e))
+        self.handle.wq.queue_work(None, work).unwrap_or_else(|e| warn(&e))
     }
 
     /// Like [`Workqueue::queue`], but says why a refused queueing was refused.
@@ -184,10 +253,7 @@ impl Workqueue {
     /// only checked. A CPU that does not exist is refused with a warning (`try_queue_on` returns
     /// the error).
     pub fn queue_on(&self, cpu: usize, work: &Work) -> bool {
-        self.handle
-            .wq
-            .queue_work(Some(cpu), work)
-            .unwrap_or_else(|e| warn(&e))
+        self.handle.wq.queue_work(Some(cpu), work).unwrap_or_else(|e| warn(&e))
     }
 
     /// Like [`Workqueue::queue_on`], but says why a refused queueing was refused.
@@ -201,6 +267,20 @@ impl Workqueue {
         F: FnOnce() + Send + 'static,
     {
         self.queue(&Work::once(f))
+    }
+
+    /// Waits until every item queued before the call has finished, and not for items queued
+    /// after it (`flush_workqueue`, with the kernel's 16 flush colours; docs/design.md §8).
+    pub fn flush(&self) {
+        let wq = &self.handle.wq;
+        crate::flush::flush_workqueue(&wq.flush_lock, &wq.info.flush, wq.pwq_list());
+    }
+
+    /// Waits until the workqueue is empty (`drain_workqueue`): meanwhile only its own items may
+    /// queue on it (chained queueing); queueing from outside is refused with
+    /// [`Error::Draining`]. Flushes until nothing is left, warning when that takes many rounds.
+    pub fn drain(&self) {
+        self.handle.wq.drain();
     }
 
     /// The workqueue's counters, summed over its pools.
@@ -224,9 +304,10 @@ impl Workqueue {
     }
 
     /// Destroys the workqueue now (`destroy_workqueue`): from here on queueing from outside is
-    /// refused with [`Error::Destroyed`] (its own items may still queue, as chained work), and
-    /// this waits until every item already queued has run. Dropping the last handle does the
-    /// same and then detaches the workqueue from its pools. Idempotent.
+    /// refused with [`Error::Destroyed`] (its own items may still queue, as chained work);
+    /// delayed items armed for it are queued at once; and this waits until everything has
+    /// run. Dropping the last handle does the same and then detaches the workqueue from its
+    /// pools. Idempotent.
     pub fn destroy(&self) {
         self.handle.wq.destroy();
     }
@@ -243,20 +324,35 @@ fn warn(e: &Error) -> bool {
 }
 
 impl WqShared {
-    fn pwq_list(&self) -> &[Pwq] {
+    pub(crate) fn pwq_list(&self) -> &[Pwq] {
         match &self.pwqs {
             Pwqs::PerCpu(v) => v,
             Pwqs::Unbound(p) => std::slice::from_ref(p),
         }
     }
 
-    fn queue_work(&self, cpu: Option<usize>, work: &Work) -> Result<bool, Error> {
+    /// Checks a CPU number against the runtime.
+    pub(crate) fn check_cpu(&self, cpu: Option<usize>) -> Result<(), Error> {
         let nr_cpus = self.rt.nr_cpus();
-        if let Some(c) = cpu {
-            if c >= nr_cpus {
-                return Err(Error::InvalidCpu { cpu: c, nr_cpus });
-            }
+        match cpu {
+            Some(c) if c >= nr_cpus => Err(Error::InvalidCpu { cpu: c, nr_cpus }),
+            _ => Ok(()),
         }
+    }
+
+    /// Refuses queueing from outside while draining or destroying (chained queueing passes).
+    pub(crate) fn check_accepting(&self) -> Result<(), Error> {
+        let destroying = self.info.destroying.load(Ordering::Acquire);
+        let draining = self.info.nr_drainers.load(Ordering::Acquire) > 0;
+        if (destroying || draining) && !self.is_chained() {
+            let name = self.info.name.to_string();
+            return Err(if destroying { Error::Destroyed { name } } else { Error::Draining { name } });
+        }
+        Ok(())
+    }
+
+    fn queue_work(&self, cpu: Option<usize>, work: &Work) -> Result<bool, Error> {
+        self.check_cpu(cpu)?;
         let state = work.state();
         if !state.try_claim_pending() {
             return Ok(false);
@@ -265,11 +361,9 @@ impl WqShared {
             state.release_claim();
             return Ok(false);
         }
-        if self.info.destroying.load(Ordering::Acquire) && !self.is_chained() {
+        if let Err(e) = self.check_accepting() {
             state.release_claim();
-            return Err(Error::Destroyed {
-                name: self.info.name.to_string(),
-            });
+            return Err(e);
         }
         self.enqueue(cpu, work.clone());
         Ok(true)
@@ -278,19 +372,15 @@ impl WqShared {
     /// Whether the caller is a worker running an item of this workqueue (chained queueing is
     /// allowed while draining or destroying).
     fn is_chained(&self) -> bool {
-        let Some((pool, me)) = crate::pool::worker::current_worker() else {
-            return false;
-        };
+        let Some((pool, me)) = crate::pool::worker::current_worker() else { return false };
         let g = pool.lock();
-        let Some(cur) = &g.workers[me].current else {
-            return false;
-        };
-        g.pwqs[cur.pwq as usize].wq.id == self.info.id
+        let Some(cur) = &g.workers[me].current else { return false };
+        g.pwqs.get(cur.pwq as usize).is_some_and(|p| p.wq.id == self.info.id)
             && Arc::ptr_eq(&pool.env, &self.rt.shared().env)
     }
 
     /// Steps 3-5 of the module docs. The caller owns PENDING.
-    fn enqueue(&self, cpu: Option<usize>, work: Work) {
+    pub(crate) fn enqueue(&self, cpu: Option<usize>, work: Work) {
         let pwq = match &self.pwqs {
             Pwqs::Unbound(p) => p,
             Pwqs::PerCpu(v) => {
@@ -317,22 +407,54 @@ impl WqShared {
         pwq.pool.insert_work(&mut g, pwq.slot, work);
     }
 
-    /// Destroys the workqueue (`destroy_workqueue`): refuses new work from outside and waits
-    /// until every queued item has run. From one of its own items this cannot wait for itself:
-    /// it then only marks the queue as destroying and returns `false`; the pwqs are then left
-    /// to be reclaimed with the runtime.
+    /// Whether every pwq is empty: nothing active, nothing inactive (`pwq_is_empty`).
+    fn is_empty(&self) -> bool {
+        self.pwq_list().iter().all(|p| {
+            let g = p.pool.lock();
+            let pwq = &g.pwqs[p.slot as usize];
+            pwq.nr_active == 0 && pwq.inactive.is_empty()
+        })
+    }
+
+    fn flush(&self) {
+        crate::flush::flush_workqueue(&self.flush_lock, &self.info.flush, self.pwq_list());
+    }
+
+    /// `drain_workqueue`: see [`Workqueue::drain`].
+    fn drain(&self) {
+        self.info.nr_drainers.fetch_add(1, Ordering::AcqRel);
+        let mut flush_cnt = 0u32;
+        loop {
+            self.flush();
+            if self.is_empty() {
+                break;
+            }
+            flush_cnt += 1;
+            if flush_cnt == 10 || (flush_cnt % 100 == 0 && flush_cnt <= 1000) {
+                eprintln!("cmwq: workqueue {:?}: drain still busy after {flush_cnt} tries", self.info.name);
+            }
+        }
+        self.info.nr_drainers.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Destroys the workqueue (`destroy_workqueue`): refuses new work from outside, queues
+    /// armed delayed items at once, and waits until nothing is armed or in flight. From one of
+    /// its own items this cannot wait for itself: it then only marks the queue as destroying
+    /// and returns `false`; the pwqs are then left to be reclaimed with the runtime.
     fn destroy(&self) -> bool {
         self.info.destroying.store(true, Ordering::Release);
         if self.is_chained() {
-            eprintln!("cmwq: workqueue {:?} destroyed from one of its own items: not waiting for it to drain", self.info.name);
+            eprintln!(
+                "cmwq: workqueue {:?} destroyed from one of its own items: not waiting for it to drain",
+                self.info.name
+            );
             return false;
         }
         let clock = self.rt.clock();
         loop {
-            let busy = self
-                .pwq_list()
-                .iter()
-                .any(|p| p.pool.lock().pwqs[p.slot as usize].in_flight() > 0);
+            self.fire_armed_now();
+            let busy = !self.armed.lock().is_empty()
+                || self.pwq_list().iter().any(|p| p.pool.lock().pwqs[p.slot as usize].in_flight() > 0);
             if !busy {
                 break;
             }
@@ -341,11 +463,30 @@ impl WqShared {
         true
     }
 
+    /// Queues every delayed item armed for this workqueue now (`flush_delayed_work`'s first
+    /// half), so that destroy does not leave them behind.
+    fn fire_armed_now(&self) {
+        let armed: Vec<(Arc<DelayedTimer>, Work)> = self.armed.lock().values().cloned().collect();
+        for (timer, work) in armed {
+            timer.fire_now(&work);
+        }
+    }
+
     /// Detaches the pwqs from their pools; only once nothing is in flight and no handle is
     /// left (so nothing can queue any more).
     fn detach(&self) {
         for p in self.pwq_list() {
             p.pool.lock().pwqs.remove(p.slot as usize);
+        }
+    }
+
+    /// Sets every pwq's active limit (0 freezes), activating what the new limit allows.
+    pub(crate) fn set_pwq_max_active(&self, max: usize) {
+        for p in self.pwq_list() {
+            let mut g = p.pool.lock();
+            g.pwqs[p.slot as usize].max_active = max;
+            while p.pool.activate_first_inactive(&mut g, p.slot) {}
+            p.pool.kick_pool(&mut g);
         }
     }
 }

@@ -12,11 +12,7 @@ fn system_wq(cell: &'static OnceLock<Workqueue>, f: fn() -> Workqueue) -> Workqu
 /// `system_wq` ("events"): per-CPU, for short items.
 pub fn system() -> Workqueue {
     static WQ: OnceLock<Workqueue> = OnceLock::new();
-    system_wq(&WQ, || {
-        Workqueue::builder("events")
-            .build()
-            .expect("cmwq: cannot create the events workqueue")
-    })
+    system_wq(&WQ, || Workqueue::builder("events").build().expect("cmwq: cannot create the events workqueue"))
 }
 
 /// `system_unbound_wq` ("events_unbound"): unbound, for items that may run long or block.
@@ -45,9 +41,5 @@ pub fn system_highpri() -> Workqueue {
 /// `system_long_wq` ("events_long"): per-CPU, for items that may take long.
 pub fn system_long() -> Workqueue {
     static WQ: OnceLock<Workqueue> = OnceLock::new();
-    system_wq(&WQ, || {
-        Workqueue::builder("events_long")
-            .build()
-            .expect("cmwq: cannot create the events_long workqueue")
-    })
+    system_wq(&WQ, || Workqueue::builder("events_long").build().expect("cmwq: cannot create the events_long workqueue"))
 }

@@ -18,10 +18,7 @@ pub fn wait_for(what: &str, f: impl Fn() -> bool) {
 pub fn wait_for_within(what: &str, within: Duration, f: impl Fn() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(
-            t.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
+        assert!(t.elapsed() < within, "timed out after {within:?} waiting for {what}");
         std::thread::sleep(Duration::from_micros(200));
     }
 }
@@ -47,12 +44,7 @@ impl Latch {
         let mut g = self.0 .0.lock().unwrap();
         while !*g {
             assert!(t.elapsed() < DEADLINE, "latch never opened");
-            g = self
-                .0
-                 .1
-                .wait_timeout(g, Duration::from_millis(50))
-                .unwrap()
-                .0;
+            g = self.0 .1.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
         }
     }
 }
@@ -77,15 +69,9 @@ impl Rng {
 
 /// The seed for a randomized test: `WQ_STRESS_SEED` if set, else from the time. Printed.
 pub fn seed() -> u64 {
-    let s = std::env::var("WQ_STRESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let s = std::env::var("WQ_STRESS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
     eprintln!("seed: WQ_STRESS_SEED={s}");
     s
 }
@@ -115,7 +101,14 @@ impl Concurrency {
 /// Per-item exactly-once ledger (spec/quality.md A11.5).
 pub struct Ledger {
     pub accepted: Vec<AtomicU32>,
+    /// Runs started.
     pub ran: Vec<AtomicU32>,
+    /// Runs finished (also when they panicked).
+    pub done: Vec<AtomicU32>,
+    /// Pending instances removed by cancel.
+    pub cancelled: Vec<AtomicU32>,
+    /// Cancels under way (a stolen instance is counted in `cancelled` only after the call).
+    pub cancelling: Vec<AtomicU32>,
     pub running: Vec<AtomicBool>,
     pub overlaps: AtomicU32,
 }
@@ -125,6 +118,9 @@ impl Ledger {
         Arc::new(Ledger {
             accepted: (0..n).map(|_| AtomicU32::new(0)).collect(),
             ran: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            done: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            cancelled: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            cancelling: (0..n).map(|_| AtomicU32::new(0)).collect(),
             running: (0..n).map(|_| AtomicBool::new(false)).collect(),
             overlaps: AtomicU32::new(0),
         })
@@ -138,17 +134,31 @@ impl Ledger {
     }
     pub fn exit(&self, id: usize) {
         self.running[id].store(false, Ordering::SeqCst);
+        self.done[id].fetch_add(1, Ordering::SeqCst);
+    }
+    /// Wraps a cancel call: counts it as under way, then as a hit if it removed an instance.
+    pub fn cancel(&self, id: usize, f: impl FnOnce() -> bool) -> bool {
+        self.cancelling[id].fetch_add(1, Ordering::SeqCst);
+        let hit = f();
+        if hit {
+            self.cancelled[id].fetch_add(1, Ordering::SeqCst);
+        }
+        self.cancelling[id].fetch_sub(1, Ordering::SeqCst);
+        hit
+    }
+    /// Instances of item `id` accounted for: finished, cancelled, or being cancelled.
+    pub fn settled(&self, id: usize) -> u32 {
+        self.done[id].load(Ordering::SeqCst)
+            + self.cancelled[id].load(Ordering::SeqCst)
+            + self.cancelling[id].load(Ordering::SeqCst)
     }
     pub fn total_accepted(&self) -> u64 {
-        self.accepted
-            .iter()
-            .map(|a| a.load(Ordering::SeqCst) as u64)
-            .sum()
+        self.accepted.iter().map(|a| a.load(Ordering::SeqCst) as u64).sum()
     }
     pub fn total_ran(&self) -> u64 {
-        self.ran
-            .iter()
-            .map(|a| a.load(Ordering::SeqCst) as u64)
-            .sum()
+        self.ran.iter().map(|a| a.load(Ordering::SeqCst) as u64).sum()
+    }
+    pub fn total_cancelled(&self) -> u64 {
+        self.cancelled.iter().map(|a| a.load(Ordering::SeqCst) as u64).sum()
     }
 }

@@ -1,0 +1,199 @@
+//! Entries of a pool's lists, and how they move (the kernel's `insert_work`,
+//! `move_linked_works`, `pwq_activate_first_inactive`, `pwq_dec_nr_in_flight`; spec §2.2,
+//! §3.1, §3.4).
+//!
+//! Every entry lives in the pool's node arena and is on exactly one list: the worklist, its
+//! pwq's inactive list, or a worker's scheduled list ([`Loc`]). An entry is a work item or a
+//! flush barrier. A barrier is linked behind its target (`linked` on the entry before it), so
+//! the chain moves as one: activation moves the item with its barriers to the worklist,
+//! dispatch moves them to the worker's scheduled list, and the barrier completes right after
+//! its target has run. Barriers count in their colour's in-flight count (so a workqueue flush
+//! waits for them) but never in `nr_active`.
+
+use super::{manager, PoolLocked, WorkerPool};
+use crate::completion::Completion;
+use crate::sync::Arc;
+use crate::work::{Work, NO_NODE};
+use crate::worklist::{List, Nodes, NIL};
+
+/// What an entry is.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// A queued work item (the list's handle on it).
+    Work(Work),
+    /// A flush barrier (`wq_barrier`): completes when dispatched, i.e. after what it is linked
+    /// behind.
+    Barrier(Arc<Completion>),
+}
+
+/// The list an entry is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Loc {
+    /// The pool worklist.
+    Worklist,
+    /// Its pwq's inactive list.
+    Inactive,
+    /// The scheduled list of this worker.
+    Scheduled(usize),
+}
+
+/// One entry of a pool list. L.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) item: Item,
+    /// The pwq's slot in the pool.
+    pub(crate) pwq: u32,
+    /// The flush colour it counts in.
+    pub(crate) color: u8,
+    /// It does not count in `nr_active` (`WORK_STRUCT_INACTIVE`): an inactive item or a barrier.
+    pub(crate) inactive: bool,
+    /// The next entry on the same list belongs to this one (`WORK_STRUCT_LINKED`).
+    pub(crate) linked: bool,
+    /// The list it is on.
+    pub(crate) loc: Loc,
+}
+
+impl PoolLocked {
+    /// Runs `f` on the list `loc` (of pwq `pwq` for the inactive list) and the arena.
+    pub(crate) fn with_list<R>(&mut self, loc: Loc, pwq: u32, f: impl FnOnce(&mut List, &mut Nodes<Entry>) -> R) -> R {
+        match loc {
+            Loc::Worklist => f(&mut self.worklist, &mut self.nodes),
+            Loc::Inactive => f(&mut self.pwqs[pwq as usize].inactive, &mut self.nodes),
+            Loc::Scheduled(w) => f(&mut self.workers[w].scheduled, &mut self.nodes),
+        }
+    }
+
+    /// Moves entry `idx` and the entries linked behind it to `dst`, before `before` (`NIL` =
+    /// at the tail) (`move_linked_works`).
+    pub(crate) fn move_linked(&mut self, idx: u32, dst: Loc, before: u32) {
+        let mut cur = idx;
+        loop {
+            debug_assert_ne!(self.nodes.get(cur).loc, dst, "move_linked within one list");
+            let (src, pwq, linked) = {
+                let e = self.nodes.get(cur);
+                (e.loc, e.pwq, e.linked)
+            };
+            let next = self.with_list(src, pwq, |l, n| l.next(n, cur));
+            // `List` is a small Copy head: take the destination's out, move, put it back (the
+            // source and destination are different lists).
+            let mut dst_list = *self.list_slot(dst, pwq);
+            self.with_list(src, pwq, |l, n| l.move_to(n, cur, &mut dst_list, before));
+            *self.list_slot(dst, pwq) = dst_list;
+            self.nodes.get_mut(cur).loc = dst;
+            if !linked {
+                return;
+            }
+            cur = next.expect("a linked entry has a follower");
+        }
+    }
+
+    fn list_slot(&mut self, loc: Loc, pwq: u32) -> &mut List {
+        match loc {
+            Loc::Worklist => &mut self.worklist,
+            Loc::Inactive => &mut self.pwqs[pwq as usize].inactive,
+            Loc::Scheduled(w) => &mut self.workers[w].scheduled,
+        }
+    }
+
+    /// Unlinks entry `idx` from its list and frees its node.
+    pub(crate) fn remove_entry(&mut self, idx: u32) -> Entry {
+        let (loc, pwq) = {
+            let e = self.nodes.get(idx);
+            (e.loc, e.pwq)
+        };
+        let e = self.with_list(loc, pwq, |l, n| l.remove(n, idx));
+        if let Item::Work(w) = &e.item {
+            w.set_node(NO_NODE);
+        }
+        e
+    }
+
+    /// Takes the worklist entry `idx` for worker `me` (`assign_work`): if another worker of
+    /// this pool already runs the same item, the entry (with its linked barriers) goes to that
+    /// worker instead, so the item never runs twice at once, and this returns `false`.
+    pub(crate) fn assign_work(&mut self, idx: u32, me: usize) -> bool {
+        let to = match &self.nodes.get(idx).item {
+            Item::Work(w) => self.find_worker_executing(w).unwrap_or(me),
+            Item::Barrier(_) => me,
+        };
+        self.move_linked(idx, Loc::Scheduled(to), NIL);
+        to == me
+    }
+}
+
+impl WorkerPool {
+    /// Queues `work` (whose PENDING the caller owns) on pwq `slot` of this pool
+    /// (`__queue_work` steps 5-8): active on the worklist if the pwq has a free slot and
+    /// nothing waits before it, else on the pwq's inactive list.
+    pub(crate) fn insert_work(self: &Arc<Self>, g: &mut PoolLocked, slot: u32, work: Work) {
+        let (color, active) = {
+            let pwq = &mut g.pwqs[slot as usize];
+            let color = pwq.work_color;
+            pwq.nr_in_flight[color as usize] += 1;
+            let active = pwq.inactive.is_empty() && pwq.may_activate();
+            if active {
+                pwq.nr_active += 1;
+            }
+            (color, active)
+        };
+        let loc = if active { Loc::Worklist } else { Loc::Inactive };
+        let entry = Entry { item: Item::Work(work), pwq: slot, color, inactive: !active, linked: false, loc };
+        if active && g.worklist.is_empty() {
+            g.last_progress = self.env.clock.now();
+        }
+        let idx = g.with_list(loc, slot, |l, n| l.push_back(n, entry));
+        let Item::Work(work) = &g.nodes.get(idx).item else { unreachable!() };
+        work.set_node(idx);
+        work.state().set_queued(self.id);
+        if active {
+            self.kick_pool(g);
+            if self.is_cm() && g.nr_running > 0 {
+                // Items wait behind running workers: the monitor must watch them.
+                self.env.monitor.note_waiting();
+            }
+        }
+        if g.nr_workers == 0 {
+            manager::create_without_manager(self, g);
+        }
+    }
+
+    /// Activates the oldest inactive item of pwq `slot` with its linked barriers, if the pwq
+    /// may activate one (`pwq_activate_first_inactive`). Returns whether it did.
+    pub(crate) fn activate_first_inactive(&self, g: &mut PoolLocked, slot: u32) -> bool {
+        let pwq = &g.pwqs[slot as usize];
+        let Some(idx) = pwq.inactive.front() else { return false };
+        if !pwq.may_activate() {
+            return false;
+        }
+        g.pwqs[slot as usize].nr_active += 1;
+        if g.worklist.is_empty() {
+            g.last_progress = self.env.clock.now();
+        }
+        g.nodes.get_mut(idx).inactive = false;
+        g.move_linked(idx, Loc::Worklist, NIL);
+        true
+    }
+
+    /// Accounting after an entry of pwq `slot` with `color` finished or was removed
+    /// (`pwq_dec_nr_in_flight`): frees its active slot (unless it was inactive), activating
+    /// the next inactive item, and drops its in-flight count, which may complete a workqueue
+    /// flush or wake a destroyer.
+    pub(crate) fn dec_nr_in_flight(&self, g: &mut PoolLocked, slot: u32, color: u8, inactive: bool) {
+        if !inactive {
+            g.pwqs[slot as usize].nr_active -= 1;
+            if self.activate_first_inactive(g, slot) {
+                self.kick_pool(g);
+            }
+        }
+        let pwq = &mut g.pwqs[slot as usize];
+        pwq.nr_in_flight[color as usize] -= 1;
+        let wq = &pwq.wq;
+        if pwq.flush_color == Some(color) && pwq.nr_in_flight[color as usize] == 0 {
+            pwq.flush_color = None;
+            wq.flush.pwq_flushed();
+        }
+        if pwq.in_flight() == 0 {
+            wq.pwq_drained();
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Delayed work: a work item plus a timer on the runtime's timer service (the kernel's
+//! `delayed_work`; spec §3.7).
+//!
+//! * `queue_delayed(d, delay)` claims PENDING like `queue`; with a zero delay it queues at
+//!   once, else it arms a timer that queues the item when it fires. While armed, the timer owns
+//!   PENDING (`Timer-armed` in spec §2.2).
+//! * `mod_delayed(d, delay)` grabs PENDING wherever it is (armed timer or queue) and re-arms
+//!   (or queues at once for a zero delay). It returns whether the item was pending.
+//! * `flush` fires an armed timer now, then flushes the item; `cancel`/`cancel_sync` cancel the
+//!   timer as well as a queued instance.
+//!
+//! The timer callback and the cancellers agree through the timer lock: an armed timer is
+//! recorded with a generation; a callback that finds a different generation (or none) was
+//! cancelled and does nothing; a canceller that cannot cancel the timer because it is firing
+//! leaves the record to the callback and retries (the item is "in transit" for that moment).
+
+use super::cancel::{self, TimerSteal};
+use super::Work;
+use crate::error::Error;
+use crate::sync::{Arc, Mutex};
+use crate::timer::TimerId;
+use crate::workqueue::{Workqueue, WqShared};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// An armed timer: which one, and where it will queue the item. Timer lock.
+struct Armed {
+    /// Generation of this arming.
+    gen: u64,
+    /// The timer on the runtime's timer service.
+    id: TimerId,
+    /// The workqueue it queues on (kept alive while armed).
+    wq: Arc<WqShared>,
+    /// The CPU to queue on, if given.
+    cpu: Option<usize>,
+    /// When it is due.
+    due: Instant,
+}
+
+/// The timer lock's state.
+#[derive(Default)]
+struct TimerLocked {
+    armed: Option<Armed>,
+    /// The next generation.
+    next_gen: u64,
+}
+
+/// The timer part of a delayed item.
+#[derive(Default)]
+pub(crate) struct DelayedTimer {
+    locked: Mutex<TimerLocked>,
+}
+
+impl fmt::Debug for DelayedTimer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = self.locked.lock();
+        f.debug_struct("DelayedTimer").field("armed", &l.armed.as_ref().map(|a| (a.gen, a.due))).finish()
+    }
+}
+
+impl DelayedTimer {
+    fn key(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as usize
+    }
+
+    /// Arms the timer to queue `work` on `wq` after `delay`. The caller owns PENDING.
+    fn arm(self: &Arc<Self>, work: &Work, wq: &Arc<WqShared>, cpu: Option<usize>, delay: Duration) {
+        let env = &wq.rt.shared().env;
+        let due = env.clock.now() + delay;
+        let mut l = self.locked.lock();
+        assert!(l.armed.is_none(), "arming an armed delayed item");
+        let gen = l.next_gen;
+        l.next_gen += 1;
+        wq.armed.lock().insert(self.key(), (self.clone(), work.clone()));
+        let (me, w) = (self.clone(), work.clone());
+        let id = env.timers.arm(due, move || me.timer_fn(gen, &w));
+        l.armed = Some(Armed { gen, id, wq: wq.clone(), cpu, due });
+    }
+
+    /// The timer fired (`delayed_work_timer_fn`): queue the item where it was aimed, then
+    /// forget the arming.
+    fn timer_fn(self: &Arc<Self>, gen: u64, work: &Work) {
+        let armed = {
+            let mut l = self.locked.lock();
+            if l.armed.as_ref().is_none_or(|a| a.gen != gen) {
+                return;
+            }
+            l.armed.take().expect("armed")
+        };
+        // Queue before forgetting, so a destroyer sees it armed or in flight, never neither.
+        armed.wq.enqueue(armed.cpu, work.clone());
+        armed.wq.armed.lock().remove(&self.key());
+    }
+
+    /// Fires an armed timer now (`flush_delayed_work`, destroy): if it can be cancelled,
+    /// queue the item at once where it was aimed. If it is firing right now, wait until the
+    /// callback has queued the item (`timer_delete_sync` waits for a running callback too).
+    /// Returns whether it queued the item itself.
+    pub(crate) fn fire_now(self: &Arc<Self>, work: &Work) -> bool {
+        let armed = loop {
+            let mut l = self.locked.lock();
+            match &l.armed {
+                Some(a) if a.wq.rt.shared().env.timers.cancel(a.id) => break l.armed.take().expect("armed"),
+                Some(_) => {
+                    // Firing: the callback will take the record and queue the item.
+                    drop(l);
+                    std::thread::yield_now();
+                }
+                None => {
+                    drop(l);
+                    wait_not_in_transit(work);
+                    return false;
+                }
+            }
+        };
+        armed.wq.enqueue(armed.cpu, work.clone());
+        armed.wq.armed.lock().remove(&self.key());
+        true
+    }
+}
+
+/// Waits while the item is in transit: PENDING owned by someone (a firing timer callback)
+/// who is about to put it on a list.
+fn wait_not_in_transit(work: &Work) {
+    loop {
+        let s = work.state().load();
+        if !s.is_pending() || s.is_queued() {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
+impl TimerSteal for Arc<DelayedTimer> {
+    fn steal_timer(&self) -> bool {
+        let armed = {
+            let mut l = self.locked.lock();
+            match &l.armed {
+                Some(a) if a.wq.rt.shared().env.timers.cancel(a.id) => l.armed.take().expect("armed"),
+                // Not armed, or firing right now: the callback will queue it.
+                _ => return false,
+            }
+        };
+        armed.wq.armed.lock().remove(&self.key());
+        // Wake a destroyer that may wait for this arming.
+        armed.wq.info.drained.notify();
+        true
+    }
+}
+
+/// A work item that can be queued after a delay. Cheap to clone; clones are the same item.
+///
+/// ```
+/// # let rt = cmwq::Runtime::builder().cpus(1).build();
+/// # let wq = rt.workqueue("doc").build().unwrap();
+/// use std::time::Duration;
+/// let d = cmwq::DelayedWork::new(|_w: &cmwq::Work| println!("later"));
+/// assert!(wq.queue_delayed(&d, Duration::from_millis(5)));
+/// d.flush(); // fires the timer now and waits
+/// ```
+#[derive(Clone)]
+pub struct DelayedWork {
+    work: Work,
+    timer: Arc<DelayedTimer>,
+}
+
+impl fmt::Debug for DelayedWork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DelayedWork").field("work", &self.work).field("timer", &self.timer).finish()
+    }
+}
+
+impl DelayedWork {
+    /// A new idle delayed item running `f`.
+    pub fn new<F>(f: F) -> DelayedWork
+    where
+        F: Fn(&Work) + Send + Sync + 'static,
+    {
+        DelayedWork { work: Work::new(f), timer: Arc::new(DelayedTimer::default()) }
+    }
+
+    /// The work item inside (queue it with `queue` for no delay).
+    pub fn work(&self) -> &Work {
+        &self.work
+    }
+
+    /// Whether the item is pending: armed or queued.
+    pub fn is_pending(&self) -> bool {
+        self.work.is_pending()
+    }
+
+    /// Fires a pending timer now, then waits for the item (`flush_delayed_work`). Returns
+    /// whether it waited.
+    pub fn flush(&self) -> bool {
+        self.timer.fire_now(&self.work);
+        self.work.flush()
+    }
+
+    /// Cancels an armed timer or a queued instance (`cancel_delayed_work`). Returns whether the
+    /// item was pending. Does not wait for a running instance.
+    pub fn cancel(&self) -> bool {
+        cancel::cancel(&self.work, Some(&self.timer))
+    }
+
+    /// Cancels, then waits for a running instance (`cancel_delayed_work_sync`): on return the
+    /// item is neither armed, nor queued, nor running.
+    pub fn cancel_sync(&self) -> bool {
+        cancel::cancel_sync(&self.work, Some(&self.timer))
+    }
+
+    /// Cancels and raises the disable depth (`disable_delayed_work`).
+    pub fn disable(&self) -> bool {
+        cancel::disable(&self.work, Some(&self.timer))
+    }
+
+    /// Lowers the disable depth (`enable_delayed_work`); `true` when it reaches zero.
+    pub fn enable(&self) -> bool {
+        cancel::enable(&self.work, Some(&self.timer))
+    }
+}
+
+impl Workqueue {
+    /// Queues `d` after `delay` (`queue_delayed_work`); a zero delay queues at once. Returns
+    /// `false` if it was already pending (armed or queued) or disabled.
+    pub fn queue_delayed(&self, d: &DelayedWork, delay: Duration) -> bool {
+        self.try_queue_delayed_on(None, d, delay).unwrap_or_else(|e| warn(&e))
+    }
+
+    /// Queues `d` after `delay` on the pool of `cpu` (`queue_delayed_work_on`).
+    pub fn queue_delayed_on(&self, cpu: usize, d: &DelayedWork, delay: Duration) -> bool {
+        self.try_queue_delayed_on(Some(cpu), d, delay).unwrap_or_else(|e| warn(&e))
+    }
+
+    /// Like `queue_delayed_on` (any CPU for `None`), saying why a refusal was refused.
+    pub fn try_queue_delayed_on(&self, cpu: Option<usize>, d: &DelayedWork, delay: Duration) -> Result<bool, Error> {
+        let wq = self.shared();
+        wq.check_cpu(cpu)?;
+        let state = d.work.state();
+        if !state.try_claim_pending() {
+            return Ok(false);
+        }
+        if state.load().disable_depth() > 0 {
+            state.release_claim();
+            return Ok(false);
+        }
+        if let Err(e) = wq.check_accepting() {
+            state.release_claim();
+            return Err(e);
+        }
+        queue_owned(wq, cpu, d, delay);
+        Ok(true)
+    }
+
+    /// Re-arms `d` to run after `delay` from now, whether it was idle, armed or queued
+    /// (`mod_delayed_work`); a zero delay queues it at once. Returns `true` if it was pending
+    /// (its delay was modified), `false` if it was idle (and is now armed or queued). A disabled
+    /// item is only cancelled.
+    pub fn mod_delayed(&self, d: &DelayedWork, delay: Duration) -> bool {
+        mod_result(self.try_mod_delayed_on(None, d, delay))
+    }
+
+    /// `mod_delayed` on the pool of `cpu` (`mod_delayed_work_on`).
+    pub fn mod_delayed_on(&self, cpu: usize, d: &DelayedWork, delay: Duration) -> bool {
+        mod_result(self.try_mod_delayed_on(Some(cpu), d, delay))
+    }
+
+    /// Like `mod_delayed_on` (any CPU for `None`), saying why a refusal was refused. A refused
+    /// call leaves the item as it was, except that a disabled item (which cannot be pending) is
+    /// reported as [`Error::Disabled`] instead of `Ok(false)`: the kernel's return value cannot
+    /// tell "was idle, now armed" from "was idle, disabled, not armed"; this one can.
+    pub fn try_mod_delayed_on(&self, cpu: Option<usize>, d: &DelayedWork, delay: Duration) -> Result<bool, Error> {
+        let wq = self.shared();
+        wq.check_cpu(cpu)?;
+        wq.check_accepting()?;
+        let was_pending = cancel::grab_pending(&d.work, Some(&d.timer)) == cancel::Grabbed::Pending;
+        let state = d.work.state();
+        if state.load().disable_depth() > 0 {
+            state.release_claim();
+            return if was_pending { Ok(true) } else { Err(Error::Disabled) };
+        }
+        queue_owned(wq, cpu, d, delay);
+        Ok(was_pending)
+    }
+}
+
+/// Queues or arms `d`, whose PENDING the caller owns (`__queue_delayed_work`).
+fn queue_owned(wq: &Arc<WqShared>, cpu: Option<usize>, d: &DelayedWork, delay: Duration) {
+    if delay.is_zero() {
+        wq.enqueue(cpu, d.work.clone());
+    } else {
+        d.timer.arm(&d.work, wq, cpu, delay);
+    }
+}
+
+/// The kernel's return value of `mod_delayed_work_on`: a disabled item is a quiet `false`.
+fn mod_result(r: Result<bool, Error>) -> bool {
+    match r {
+        Ok(b) => b,
+        Err(Error::Disabled) => false,
+        Err(e) => warn(&e),
+    }
+}
+
+fn warn(e: &Error) -> bool {
+    eprintln!("cmwq: queueing refused: {e}");
+    false
+}

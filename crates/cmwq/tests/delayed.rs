@@ -1,0 +1,180 @@
+//! Delayed work on the manual clock (spec §3.7): timers fire when the test moves time, never
+//! because the machine was slow. Short real sleeps only check that something did *not* happen.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // Tests act as users: real threads and time.
+
+mod support;
+
+use cmwq::{DelayedWork, ManualClock, Runtime, Work, Workqueue};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::wait_for;
+
+fn setup() -> (ManualClock, Runtime, Workqueue) {
+    let clock = ManualClock::new();
+    let rt = Runtime::builder().cpus(1).clock(&clock).build();
+    let wq = rt.workqueue("delayed").unbound().build().unwrap();
+    (clock, rt, wq)
+}
+
+fn counted(n: &Arc<AtomicUsize>) -> DelayedWork {
+    let n = n.clone();
+    DelayedWork::new(move |_: &Work| {
+        n.fetch_add(1, Ordering::SeqCst);
+    })
+}
+
+fn not_yet(n: &AtomicUsize, expect: usize) {
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(n.load(Ordering::SeqCst), expect, "a timer fired early");
+}
+
+#[test]
+fn fires_when_the_clock_reaches_the_delay() {
+    let (clock, _rt, wq) = setup();
+    let n = Arc::new(AtomicUsize::new(0));
+    let d = counted(&n);
+    assert!(wq.queue_delayed(&d, Duration::from_millis(50)));
+    assert!(d.is_pending());
+    assert!(!wq.queue_delayed(&d, Duration::from_millis(1)), "already pending (armed)");
+    clock.advance(Duration::from_millis(49));
+    not_yet(&n, 0);
+    clock.advance(Duration::from_millis(1));
+    wait_for("the timer", || n.load(Ordering::SeqCst) == 1);
+    wait_for("idle", || !d.is_pending());
+}
+
+#[test]
+fn zero_delay_queues_at_once() {
+    let (_clock, _rt, wq) = setup();
+    let n = Arc::new(AtomicUsize::new(0));
+    let d = counted(&n);
+    assert!(wq.queue_delayed(&d, Duration::ZERO));
+    wait_for("the item, without moving the clock", || n.load(Ordering::SeqCst) == 1);
+}
+
+#[test]
+fn mod_delayed_returns_as_the_kernel_does() {
+    let (clock, _rt, wq) = setup();
+    let n = Arc::new(AtomicUsize::new(0));
+    let d = counted(&n);
+    assert!(!wq.mod_delayed(&d, Duration::from_millis(100)), "idle: false, and now armed");
+    assert!(d.is_pending());
+    assert!(wq.mod_delayed(&d, Duration::from_millis(300)), "armed: true, delay modified");
+    clock.advance(Duration::from_millis(150));
+    not_yet(&n, 0); // the first deadline passed but was replaced
+    clock.advance(Duration::from_millis(150));
+    wait_for("the re-armed timer", || n.load(Ordering::SeqCst) == 1);
+    wait_for("idle", || !d.is_pending());
+    // Debounce: many re-arms, one run.
+    for i in 0..100 {
+        let was = wq.mod_delayed(&d, Duration::from_millis(10));
+        assert_eq!(was, i > 0);
+        clock.advance(Duration::from_millis(5));
+    }
+    not_yet(&n, 1);
+    clock.advance(Duration::from_millis(5));
+    wait_for("the debounced run", || n.load(Ordering::SeqCst) == 2);
+    // Zero delay queues at once.
+    wait_for("idle", || !d.is_pending());
+    assert!(!wq.mod_delayed(&d, Duration::ZERO));
+    wait_for("immediate run", || n.load(Ordering::SeqCst) == 3);
+}
+
+#[test]
+fn flush_runs_a_pending_timer_now() {
+    let (_clock, _rt, wq) = setup();
+    let n = Arc::new(AtomicUsize::new(0));
+    let d = counted(&n);
+    wq.queue_delayed(&d, Duration::from_secs(3600));
+    assert!(d.flush(), "flush waits for the item after firing its timer");
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+    assert!(!d.is_pending());
+    assert!(!d.flush(), "idle");
+}
+
+#[test]
+fn cancel_and_cancel_sync_of_armed_items() {
+    let (clock, _rt, wq) = setup();
+    let n = Arc::new(AtomicUsize::new(0));
+    let d = counted(&n);
+    wq.queue_delayed(&d, Duration::from_millis(10));
+    assert!(d.cancel());
+    assert!(!d.is_pending());
+    assert!(!d.cancel());
+    clock.advance(Duration::from_millis(20));
+    not_yet(&n, 0);
+    wq.queue_delayed(&d, Duration::from_millis(10));
+    assert!(d.cancel_sync());
+    clock.advance(Duration::from_millis(20));
+    not_yet(&n, 0);
+    // Still usable.
+    assert!(wq.queue_delayed(&d, Duration::from_millis(10)));
+    clock.advance(Duration::from_millis(10));
+    wait_for("the run", || n.load(Ordering::SeqCst) == 1);
+}
+
+#[test]
+fn disabled_delayed_item_cannot_be_armed() {
+    let (clock, _rt, wq) = setup();
+    let n = Arc::new(AtomicUsize::new(0));
+    let d = counted(&n);
+    wq.queue_delayed(&d, Duration::from_millis(10));
+    assert!(d.disable(), "disable cancels the armed timer");
+    assert!(!wq.queue_delayed(&d, Duration::from_millis(10)));
+    assert!(!wq.mod_delayed(&d, Duration::from_millis(10)), "mod of a disabled idle item: false, not armed");
+    assert!(!d.is_pending());
+    clock.advance(Duration::from_millis(50));
+    not_yet(&n, 0);
+    assert!(d.enable());
+    assert!(wq.queue_delayed(&d, Duration::ZERO));
+    wait_for("the run", || n.load(Ordering::SeqCst) == 1);
+}
+
+/// Destroying a workqueue with delayed items armed for it queues them at once and waits for
+/// them: nothing is lost and nothing fires into a destroyed queue later.
+#[test]
+fn destroy_with_delayed_items_pending() {
+    let (clock, rt, wq) = setup();
+    let n = Arc::new(AtomicUsize::new(0));
+    let items: Vec<DelayedWork> = (0..20).map(|_| counted(&n)).collect();
+    for (i, d) in items.iter().enumerate() {
+        assert!(wq.queue_delayed(d, Duration::from_secs(10 + i as u64)));
+    }
+    drop(wq);
+    assert_eq!(n.load(Ordering::SeqCst), 20, "armed items were lost by destroy");
+    assert!(items.iter().all(|d| !d.is_pending()));
+    clock.advance(Duration::from_secs(60));
+    not_yet(&n, 20);
+    drop(rt);
+}
+
+/// Many delayed items firing at once, with cancels racing the timer: every arming is either
+/// run or cancelled, exactly once.
+#[test]
+fn cancel_races_timer_expiry() {
+    let clock = ManualClock::new();
+    let rt = Runtime::builder().cpus(2).clock(&clock).build();
+    let wq = rt.workqueue("delayrace").build().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let items: Vec<DelayedWork> = (0..500).map(|_| counted(&ran)).collect();
+    let mut cancelled = 0;
+    for round in 0..4 {
+        for d in &items {
+            assert!(wq.queue_delayed(d, Duration::from_millis(5)));
+        }
+        let c2 = clock.clone();
+        let adv = std::thread::spawn(move || c2.advance(Duration::from_millis(5)));
+        for (i, d) in items.iter().enumerate() {
+            if (i + round) % 2 == 0 && (if i % 4 == 0 { d.cancel_sync() } else { d.cancel() }) {
+                cancelled += 1;
+            }
+        }
+        adv.join().unwrap();
+        for d in &items {
+            d.flush();
+        }
+    }
+    wq.flush();
+    assert_eq!(ran.load(Ordering::SeqCst) + cancelled, 4 * items.len());
+}

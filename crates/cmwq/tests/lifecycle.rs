@@ -1,0 +1,543 @@
+//! The work-item lifecycle: flush of one item (barriers), flush of a workqueue (colours),
+//! drain, cancel, cancel_sync, disable/enable, freeze, destroy (DESIGN.md §2 guarantees 3, 4,
+//! 8, 9; spec §3). Races are run many times each on real threads.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // Tests act as users: real threads and time.
+
+mod support;
+
+use cmwq::{Error, Runtime, Work, Workqueue};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{wait_for, Latch};
+
+fn counter_work(n: &Arc<AtomicUsize>) -> Work {
+    let n = n.clone();
+    Work::new(move |_| {
+        n.fetch_add(1, Ordering::SeqCst);
+    })
+}
+
+/// Holds an ordered workqueue busy until the latch opens.
+fn plug(wq: &Workqueue) -> Latch {
+    let gate = Latch::new();
+    let g = gate.clone();
+    wq.spawn(move || g.wait());
+    gate
+}
+
+#[test]
+fn flush_work_waits_for_queued_instance_and_reports_idle() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("fw").ordered().build().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let w = counter_work(&n);
+    assert!(!w.flush(), "flush of an idle item returns false");
+    let gate = plug(&wq);
+    assert!(wq.queue(&w));
+    let flusher = {
+        let w = w.clone();
+        std::thread::spawn(move || w.flush())
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!flusher.is_finished(), "flush returned before the item ran");
+    gate.open();
+    assert!(flusher.join().unwrap());
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+    assert!(!w.flush());
+}
+
+#[test]
+fn flush_work_waits_for_running_instance() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("fwr").unbound().build().unwrap();
+    let started = Latch::new();
+    let gate = Latch::new();
+    let done = Arc::new(AtomicBool::new(false));
+    let (s2, g2, d2) = (started.clone(), gate.clone(), done.clone());
+    let w = Work::new(move |_| {
+        s2.open();
+        g2.wait();
+        d2.store(true, Ordering::SeqCst);
+    });
+    wq.queue(&w);
+    started.wait();
+    let flusher = {
+        let w = w.clone();
+        std::thread::spawn(move || w.flush())
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!flusher.is_finished());
+    gate.open();
+    assert!(flusher.join().unwrap());
+    assert!(done.load(Ordering::SeqCst), "flush returned before the running instance finished");
+}
+
+/// A barrier behind an inactive item moves with it when it is activated.
+#[test]
+fn flush_work_of_inactive_item_follows_activation() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("fwi").unbound().max_active(1).build().unwrap();
+    let gate = plug(&wq);
+    let n = Arc::new(AtomicUsize::new(0));
+    let w = counter_work(&n);
+    wq.queue(&w); // inactive: max_active 1 is taken by the plug
+    let flusher = {
+        let w = w.clone();
+        std::thread::spawn(move || w.flush())
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!flusher.is_finished());
+    gate.open();
+    assert!(flusher.join().unwrap());
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+}
+
+/// Flush of an item whose last instance moved to another CPU's pool waits there.
+#[test]
+fn flush_work_of_item_that_moved_between_pools() {
+    let rt = Runtime::builder().cpus(2).build();
+    let wq = rt.workqueue("moved").build().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let gate = Latch::new();
+    let (n2, g2) = (n.clone(), gate.clone());
+    let w = Work::new(move |_| {
+        g2.wait();
+        n2.fetch_add(1, Ordering::SeqCst);
+    });
+    gate.open();
+    wq.queue_on(0, &w);
+    assert!(w.flush());
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+    let gate2 = Latch::new();
+    let g3 = gate2.clone();
+    let block = Work::new(move |_| g3.wait());
+    wq.queue_on(1, &block);
+    // Now queued on CPU 1 behind a blocked item... the pool starts another worker for it, so
+    // make it wait on the gate too.
+    let gate3 = Latch::new();
+    let (n4, g4) = (n.clone(), gate3.clone());
+    let w2 = Work::new(move |_| {
+        g4.wait();
+        n4.fetch_add(1, Ordering::SeqCst);
+    });
+    wq.queue_on(0, &w2);
+    wq.queue_on(1, &w2); // already pending: no-op
+    let f = {
+        let w2 = w2.clone();
+        std::thread::spawn(move || w2.flush())
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!f.is_finished());
+    gate3.open();
+    assert!(f.join().unwrap());
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+    gate2.open();
+    // The same item on CPU 1's pool after it last ran on CPU 0's.
+    wq.queue_on(1, &w);
+    assert!(w.flush());
+    assert_eq!(n.load(Ordering::SeqCst), 3);
+}
+
+/// Flush against requeue-from-self: every flush returns (the self-queued instances that start
+/// after the call do not hold it up), and only after the instance running or pending at the
+/// call has completed: completions after the flush >= starts before it.
+#[test]
+fn flush_work_against_requeue_from_self() {
+    let rt = Runtime::builder().cpus(2).build();
+    let wq = rt.workqueue("selfq").build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicUsize::new(0));
+    let completed = Arc::new(AtomicUsize::new(0));
+    let (s2, st2, c2, wq2) = (stop.clone(), started.clone(), completed.clone(), wq.clone());
+    let w = Work::new(move |w| {
+        st2.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_micros(100));
+        c2.fetch_add(1, Ordering::SeqCst);
+        if !s2.load(Ordering::SeqCst) {
+            wq2.queue(w);
+        }
+    });
+    wq.queue(&w);
+    for _ in 0..300 {
+        let before = started.load(Ordering::SeqCst);
+        assert!(w.flush(), "a self-requeueing item is always pending or running");
+        let after = completed.load(Ordering::SeqCst);
+        assert!(after >= before, "flush returned before the running instance completed ({after} < {before})");
+    }
+    stop.store(true, Ordering::SeqCst);
+    w.cancel_sync();
+}
+
+#[test]
+fn workqueue_flush_waits_for_earlier_items_only() {
+    let rt = Runtime::builder().cpus(2).build();
+    let wq = rt.workqueue("wqf").unbound().max_active(4).build().unwrap();
+    let early_done = Arc::new(AtomicUsize::new(0));
+    for _ in 0..20 {
+        let d = early_done.clone();
+        wq.spawn(move || {
+            std::thread::sleep(Duration::from_millis(2));
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    wq.flush();
+    assert_eq!(early_done.load(Ordering::SeqCst), 20, "flush returned before every earlier item finished");
+    // An item queued after the flush started does not hold it up.
+    let late_gate = Latch::new();
+    let started = Latch::new();
+    let (g, s) = (late_gate.clone(), started.clone());
+    wq.spawn(move || {
+        s.open();
+        g.wait();
+    });
+    started.wait();
+    let d = early_done.clone();
+    wq.spawn(move || {
+        std::thread::sleep(Duration::from_millis(5));
+        d.fetch_add(1, Ordering::SeqCst);
+    });
+    // The blocked item was queued before this flush, so this flush must wait for it: run it
+    // on a thread and release it.
+    let wq2 = wq.clone();
+    let f = std::thread::spawn(move || wq2.flush());
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!f.is_finished(), "flush ignored an earlier running item");
+    late_gate.open();
+    f.join().unwrap();
+    assert_eq!(early_done.load(Ordering::SeqCst), 21);
+}
+
+/// A flush does not wait for items queued after it started, even while they never finish.
+#[test]
+fn workqueue_flush_ignores_later_items() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("later").unbound().max_active(8).build().unwrap();
+    let first_gate = Latch::new();
+    let g1 = first_gate.clone();
+    wq.spawn(move || g1.wait());
+    let wq2 = wq.clone();
+    let f = std::thread::spawn(move || wq2.flush());
+    std::thread::sleep(Duration::from_millis(20));
+    // Queued after the flush started; never finishes until we say so.
+    let later_gate = Latch::new();
+    let g2 = later_gate.clone();
+    wq.spawn(move || g2.wait());
+    first_gate.open();
+    wait_for("the flush to return without the later item", || f.is_finished());
+    f.join().unwrap();
+    later_gate.open();
+}
+
+/// Many concurrent flushers over more than 16 colours (overflow path) all return, each after
+/// the items queued before it.
+#[test]
+fn concurrent_flushers_overflow_colours() {
+    let rt = Runtime::builder().cpus(2).build();
+    let wq = rt.workqueue("colours").unbound().max_active(2).build().unwrap();
+    let seq = Arc::new(AtomicUsize::new(0));
+    let done: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let mut flushers = Vec::new();
+    for i in 0..40 {
+        let (s, d) = (seq.clone(), done.clone());
+        let k = s.fetch_add(1, Ordering::SeqCst);
+        wq.spawn(move || {
+            std::thread::sleep(Duration::from_micros(300));
+            d.lock().unwrap().push(k);
+        });
+        let (wq2, d2) = (wq.clone(), done.clone());
+        flushers.push(std::thread::spawn(move || {
+            wq2.flush();
+            let d = d2.lock().unwrap();
+            for j in 0..=k {
+                assert!(d.contains(&j), "flusher {i} returned before item {j} ran");
+            }
+        }));
+    }
+    for f in flushers {
+        f.join().unwrap();
+    }
+}
+
+#[test]
+fn drain_waits_for_chained_items_and_refuses_outsiders() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("drain").unbound().build().unwrap();
+    let left = Arc::new(AtomicUsize::new(50));
+    let (l2, wq2) = (left.clone(), wq.clone());
+    let chain = Work::new(move |w| {
+        std::thread::sleep(Duration::from_micros(200));
+        if l2.fetch_sub(1, Ordering::SeqCst) > 1 {
+            assert!(wq2.queue(w), "chained queueing must be accepted while draining");
+        }
+    });
+    wq.queue(&chain);
+    let wq3 = wq.clone();
+    let d = std::thread::spawn(move || wq3.drain());
+    std::thread::sleep(Duration::from_millis(2));
+    let outsider = Work::new(|_| {});
+    if !d.is_finished() {
+        let e = wq.try_queue(&outsider).unwrap_err();
+        assert!(matches!(e, Error::Draining { .. }), "{e}");
+    }
+    d.join().unwrap();
+    assert_eq!(left.load(Ordering::SeqCst), 0, "drain returned before the chain ended");
+    assert!(wq.queue(&outsider), "queueing works again after the drain");
+}
+
+#[test]
+fn cancel_removes_pending_instance() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("cancel").ordered().build().unwrap();
+    let gate = plug(&wq);
+    let n = Arc::new(AtomicUsize::new(0));
+    let w = counter_work(&n);
+    assert!(!w.cancel(), "nothing to cancel");
+    assert!(wq.queue(&w));
+    assert!(w.cancel());
+    assert!(!w.is_pending());
+    assert!(!w.cancel());
+    gate.open();
+    wq.flush();
+    assert_eq!(n.load(Ordering::SeqCst), 0, "a cancelled item ran");
+    assert_eq!(wq.stats().started, 1, "only the plug ran");
+    // It can be queued again and runs.
+    assert!(wq.queue(&w));
+    wq.flush();
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+}
+
+/// Cancelling an inactive item with a flusher waiting on it: the flusher still returns.
+#[test]
+fn cancel_of_inactive_item_releases_its_flushers() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("cancelflush").unbound().max_active(1).build().unwrap();
+    let gate = plug(&wq);
+    let n = Arc::new(AtomicUsize::new(0));
+    let w = counter_work(&n);
+    wq.queue(&w);
+    let f = {
+        let w = w.clone();
+        std::thread::spawn(move || w.flush())
+    };
+    std::thread::sleep(Duration::from_millis(10));
+    assert!(w.cancel());
+    gate.open();
+    f.join().unwrap();
+    wq.flush();
+    assert_eq!(n.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn cancel_sync_waits_for_running_instance() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("csync").unbound().build().unwrap();
+    let started = Latch::new();
+    let running = Arc::new(AtomicBool::new(false));
+    let (s2, r2) = (started.clone(), running.clone());
+    let w = Work::new(move |_| {
+        r2.store(true, Ordering::SeqCst);
+        s2.open();
+        std::thread::sleep(Duration::from_millis(30));
+        r2.store(false, Ordering::SeqCst);
+    });
+    wq.queue(&w);
+    started.wait();
+    assert!(!w.cancel_sync(), "the instance was running, not pending");
+    assert!(!running.load(Ordering::SeqCst), "cancel_sync returned while the item ran");
+    assert!(!w.is_pending());
+    assert_eq!(w.disable_depth(), 0);
+}
+
+/// cancel_sync stops an item that queues itself.
+#[test]
+fn cancel_sync_of_self_requeueing_item() {
+    for _ in 0..50 {
+        let rt = Runtime::builder().cpus(2).build();
+        let wq = rt.workqueue("selfcancel").build().unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicBool::new(false));
+        let (r2, run2, wq2) = (runs.clone(), running.clone(), wq.clone());
+        let w = Work::new(move |w| {
+            run2.store(true, Ordering::SeqCst);
+            r2.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_micros(50));
+            run2.store(false, Ordering::SeqCst);
+            wq2.queue(w);
+        });
+        wq.queue(&w);
+        wait_for("a few runs", || runs.load(Ordering::SeqCst) > 3);
+        w.cancel_sync();
+        assert!(!running.load(Ordering::SeqCst), "running after cancel_sync returned");
+        assert!(!w.is_pending(), "pending after cancel_sync returned");
+        let after = runs.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(runs.load(Ordering::SeqCst), after, "ran after cancel_sync returned");
+    }
+}
+
+/// Cancel against queue, raced from two threads: accepted = ran + cancelled at the end.
+#[test]
+fn cancel_against_queue_race_keeps_the_ledger() {
+    let rt = Runtime::builder().cpus(2).build();
+    let wq = rt.workqueue("race").build().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let w = counter_work(&ran);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let q = {
+        let (wq, w, a) = (wq.clone(), w.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            let mut i = 0;
+            while t.elapsed() < Duration::from_millis(300) {
+                i += 1;
+                if wq.queue_on(i % 2, &w) {
+                    a.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    let c = {
+        let (w, c) = (w.clone(), cancelled.clone());
+        std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            let mut i = 0;
+            while t.elapsed() < Duration::from_millis(300) {
+                i += 1;
+                let hit = if i % 3 == 0 { w.cancel_sync() } else { w.cancel() };
+                if hit {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    q.join().unwrap();
+    c.join().unwrap();
+    w.flush();
+    wq.flush();
+    let (a, r, c) = (accepted.load(Ordering::SeqCst), ran.load(Ordering::SeqCst), cancelled.load(Ordering::SeqCst));
+    assert_eq!(a, r + c, "accepted {a} != ran {r} + cancelled {c}");
+    assert!(c > 0 && r > 0, "the race did not happen: ran {r} cancelled {c}");
+}
+
+#[test]
+fn disable_nests_and_blocks_queueing() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("disable").ordered().build().unwrap();
+    let gate = plug(&wq);
+    let n = Arc::new(AtomicUsize::new(0));
+    let w = counter_work(&n);
+    wq.queue(&w);
+    assert!(w.disable(), "disable cancels the pending instance");
+    assert!(!w.disable());
+    assert_eq!(w.disable_depth(), 2);
+    assert!(!wq.queue(&w), "a disabled item cannot be queued");
+    assert!(!w.enable(), "depth 2 -> 1");
+    assert!(!wq.queue(&w));
+    assert!(w.enable(), "depth 1 -> 0");
+    assert!(!w.enable(), "enable without disable warns and does nothing");
+    assert_eq!(w.disable_depth(), 0);
+    gate.open();
+    wq.flush();
+    assert_eq!(n.load(Ordering::SeqCst), 0, "enable does not queue; refused queueings are gone");
+    assert!(wq.queue(&w));
+    wq.flush();
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn freeze_holds_items_until_thaw() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("freezable").freezable().unbound().build().unwrap();
+    let other = rt.workqueue("notfreezable").unbound().build().unwrap();
+    rt.freeze();
+    let n = Arc::new(AtomicUsize::new(0));
+    let w = counter_work(&n);
+    assert!(wq.queue(&w), "frozen queues accept items");
+    let m = Arc::new(AtomicUsize::new(0));
+    other.queue(&counter_work(&m));
+    wait_for("the unfrozen queue", || m.load(Ordering::SeqCst) == 1);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(n.load(Ordering::SeqCst), 0, "a frozen queue started an item");
+    assert!(!rt.freeze_busy());
+    let late = rt.workqueue("late-freezable").freezable().build().unwrap();
+    let k = Arc::new(AtomicUsize::new(0));
+    late.queue(&counter_work(&k));
+    rt.thaw();
+    wait_for("thawed items", || n.load(Ordering::SeqCst) == 1 && k.load(Ordering::SeqCst) == 1);
+}
+
+#[test]
+fn destroy_refuses_outsiders_and_waits() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("destroy").unbound().max_active(1).build().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    for _ in 0..10 {
+        let n = n.clone();
+        wq.spawn(move || {
+            std::thread::sleep(Duration::from_millis(1));
+            n.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    wq.destroy();
+    assert_eq!(n.load(Ordering::SeqCst), 10);
+    assert!(matches!(wq.try_queue(&Work::new(|_| {})), Err(Error::Destroyed { .. })));
+}
+
+/// Dropping the last handle of a workqueue from one of its own items does not deadlock.
+#[test]
+fn dropping_workqueue_from_its_own_item_does_not_deadlock() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("selfdrop").unbound().build().unwrap();
+    let slot = Arc::new(Mutex::new(Some(wq)));
+    let done = Latch::new();
+    let (s2, d2) = (slot.clone(), done.clone());
+    let w = Work::new(move |_| {
+        drop(s2.lock().unwrap().take());
+        d2.open();
+    });
+    let wq = slot.lock().unwrap().clone().unwrap();
+    wq.queue(&w);
+    drop(wq);
+    done.wait();
+}
+
+/// Guarantee 8: a panicking item goes to the handler; flush, cancel_sync and requeue all work
+/// afterwards.
+#[test]
+fn panic_goes_to_handler_and_everything_goes_on() {
+    let rt = Runtime::builder().cpus(1).build();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s2 = seen.clone();
+    let wq = rt
+        .workqueue("panicky")
+        .panic_handler(move |p| s2.lock().unwrap().push(format!("{}: {}", p.workqueue, p.message().unwrap_or("?"))))
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let w = Work::new(move |_| {
+        if c2.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("boom");
+        }
+    });
+    wq.queue(&w);
+    w.flush();
+    wq.flush();
+    assert_eq!(*seen.lock().unwrap(), ["panicky: boom"]);
+    assert_eq!(wq.stats().panicked, 1);
+    assert!(wq.queue(&w), "the item can be queued again");
+    w.flush();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    w.cancel_sync();
+    // A panicking handler is contained too.
+    let wq2 = rt.workqueue("badhandler").panic_handler(|_| panic!("handler")).build().unwrap();
+    wq2.spawn(|| panic!("item"));
+    wq2.flush();
+    let ok = Arc::new(AtomicBool::new(false));
+    let o2 = ok.clone();
+    wq2.spawn(move || o2.store(true, Ordering::SeqCst));
+    wq2.flush();
+    assert!(ok.load(Ordering::SeqCst));
+}
