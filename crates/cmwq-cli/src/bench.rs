@@ -11,15 +11,8 @@ pub fn run(workloads: &[String], json: bool, list: bool) -> Result<(), String> {
         }
         return Ok(());
     }
-    if let Some(bad) = workloads.iter().find(|w| {
-        !cmwq_bench::WORKLOADS
-            .iter()
-            .any(|k| k.eq_ignore_ascii_case(w))
-    }) {
-        return Err(format!(
-            "unknown workload {bad:?}; known: {}",
-            cmwq_bench::WORKLOADS.join(", ")
-        ));
+    if let Some(bad) = workloads.iter().find(|w| !cmwq_bench::WORKLOADS.iter().any(|k| k.eq_ignore_ascii_case(w))) {
+        return Err(format!("unknown workload {bad:?}; known: {}", cmwq_bench::WORKLOADS.join(", ")));
     }
     let mut progress = |msg: &str| {
         let mut e = std::io::stderr().lock();

@@ -70,34 +70,20 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Demo {
-            duration,
-            quick,
-            cpus,
-            seed,
-            plain,
-        } => {
+        Command::Demo { duration, quick, cpus, seed, plain } => {
             let secs = if quick { 1.0 } else { duration };
             if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
-                Err(format!(
-                    "--duration must be between 0 and 3600 seconds, not {secs}"
-                ))
+                Err(format!("--duration must be between 0 and 3600 seconds, not {secs}"))
             } else {
                 demo::run(&demo::Options {
                     duration: Duration::from_secs_f64(secs),
-                    cpus: cpus.unwrap_or_else(|| {
-                        std::thread::available_parallelism().map_or(1, |n| n.get())
-                    }),
+                    cpus: cpus.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
                     seed,
                     live: plain.then_some(false),
                 })
             }
         }
-        Command::Bench {
-            workloads,
-            json,
-            list,
-        } => bench::run(&workloads, json, list),
+        Command::Bench { workloads, json, list } => bench::run(&workloads, json, list),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

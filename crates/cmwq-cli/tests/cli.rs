@@ -9,12 +9,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_cmwq");
 
 /// Runs the binary with `args`, killing it (and failing) after `deadline`.
 fn run_with_deadline(args: &[&str], deadline: Duration) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cmwq");
+    let mut child =
+        Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn cmwq");
     // Drain the pipes on threads so a full pipe cannot block the child.
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -58,14 +54,9 @@ fn demo_quick_finishes_with_summary() {
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("CPUitsv") && out.contains("CMW"), "{out}");
     assert!(out.contains("summary"), "{out}");
-    let result = out
-        .lines()
-        .find(|l| l.starts_with("result: cmwq"))
-        .unwrap_or_else(|| panic!("no result line in:\n{out}"));
+    let result =
+        out.lines().find(|l| l.starts_with("result: cmwq")).unwrap_or_else(|| panic!("no result line in:\n{out}"));
     assert!(result.contains("fixed pool"), "{result}");
     // Not a terminal: no cursor-movement escapes in the output.
-    assert!(
-        !out.contains('\u{1b}'),
-        "escape codes in non-terminal output"
-    );
+    assert!(!out.contains('\u{1b}'), "escape codes in non-terminal output");
 }

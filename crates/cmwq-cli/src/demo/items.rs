@@ -75,9 +75,7 @@ impl Burner {
             best = best.min(t.elapsed());
         }
         let us = best.as_secs_f64() * 1e6;
-        Burner {
-            iters_per_us: (N as f64 / us.max(1e-3)).max(1.0),
-        }
+        Burner { iters_per_us: (N as f64 / us.max(1e-3)).max(1.0) }
     }
 
     /// A burner with a given speed (for tests).
@@ -117,13 +115,8 @@ impl Device {
     /// Starts the device thread.
     pub fn start() -> std::io::Result<Device> {
         let (tx, rx) = mpsc::channel::<(Instant, UnixStream)>();
-        let thread = thread::Builder::new()
-            .name("demo-device".into())
-            .spawn(move || device_loop(&rx))?;
-        Ok(Device {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
+        let thread = thread::Builder::new().name("demo-device".into()).spawn(move || device_loop(&rx))?;
+        Ok(Device { tx: Some(tx), thread: Some(thread) })
     }
 
     /// Submits a request that completes after `latency` and blocks in `read` until it does.
@@ -132,10 +125,7 @@ impl Device {
             thread::sleep(latency);
             return;
         };
-        let sent = self
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.send((Instant::now() + latency, theirs)).is_ok());
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send((Instant::now() + latency, theirs)).is_ok());
         if !sent {
             thread::sleep(latency);
             return;
@@ -228,10 +218,7 @@ mod tests {
     fn item_runs_block_then_cpu() {
         let dev = Device::start().unwrap();
         let b = Burner::with_rate(1.0);
-        let it = Item {
-            block: Block::Sleep(Duration::from_millis(5)),
-            cpu_us: 100,
-        };
+        let it = Item { block: Block::Sleep(Duration::from_millis(5)), cpu_us: 100 };
         let t = Instant::now();
         it.run(&dev, &b);
         assert!(t.elapsed() >= Duration::from_millis(5));

@@ -50,26 +50,10 @@ struct WqSpec {
 }
 
 const WQS: [WqSpec; 4] = [
-    WqSpec {
-        name: "writeback",
-        unbound: false,
-        max_active: 0,
-    },
-    WqSpec {
-        name: "crypto",
-        unbound: false,
-        max_active: 0,
-    },
-    WqSpec {
-        name: "fsync",
-        unbound: true,
-        max_active: 16,
-    },
-    WqSpec {
-        name: "readahead",
-        unbound: true,
-        max_active: 32,
-    },
+    WqSpec { name: "writeback", unbound: false, max_active: 0 },
+    WqSpec { name: "crypto", unbound: false, max_active: 0 },
+    WqSpec { name: "fsync", unbound: true, max_active: 16 },
+    WqSpec { name: "readahead", unbound: true, max_active: 32 },
 ];
 
 /// An item of the workload, with when and where it arrives.
@@ -125,12 +109,7 @@ pub fn plan(duration: Duration, cpus: usize, seed: u64) -> Vec<Planned> {
             }
             let item = make_item(wq, &mut rng);
             let cpu = (!WQS[wq].unbound).then(|| rng.range(0, cpus as u64 - 1) as usize);
-            out.push(Planned {
-                at: Duration::from_secs_f64(t),
-                wq,
-                cpu,
-                item,
-            });
+            out.push(Planned { at: Duration::from_secs_f64(t), wq, cpu, item });
         }
     }
     // Write-back bursts: 80 items at once, half a second into every second.
@@ -154,26 +133,13 @@ pub fn plan(duration: Duration, cpus: usize, seed: u64) -> Vec<Planned> {
 fn make_item(wq: usize, rng: &mut Rng) -> Item {
     let ms = Duration::from_millis;
     match wq {
-        0 => Item {
-            block: Block::Pipe(ms(rng.range(3, 15))),
-            cpu_us: rng.range(200, 600) as u32,
-        },
+        0 => Item { block: Block::Pipe(ms(rng.range(3, 15))), cpu_us: rng.range(200, 600) as u32 },
         1 => Item {
             block: Block::None,
-            cpu_us: if rng.range(0, 24) == 0 {
-                rng.range(15_000, 25_000)
-            } else {
-                rng.range(1_000, 4_000)
-            } as u32,
+            cpu_us: if rng.range(0, 24) == 0 { rng.range(15_000, 25_000) } else { rng.range(1_000, 4_000) } as u32,
         },
-        2 => Item {
-            block: Block::Sleep(ms(rng.range(20, 40))),
-            cpu_us: 100,
-        },
-        _ => Item {
-            block: Block::Pipe(ms(rng.range(4, 10))),
-            cpu_us: rng.range(300, 1_000) as u32,
-        },
+        2 => Item { block: Block::Sleep(ms(rng.range(20, 40))), cpu_us: 100 },
+        _ => Item { block: Block::Pipe(ms(rng.range(4, 10))), cpu_us: rng.range(300, 1_000) as u32 },
     }
 }
 
@@ -277,15 +243,8 @@ fn start_sampler(rt: Runtime, peaks: Arc<Peaks>, stop: Arc<AtomicBool>) -> threa
         while !stop.load(Ordering::Relaxed) {
             let pools = rt.pools();
             let workers: usize = pools.iter().map(|p| p.nr_workers).sum();
-            let busy: usize = pools
-                .iter()
-                .map(|p| p.nr_workers.saturating_sub(p.nr_idle))
-                .sum();
-            let running: usize = pools
-                .iter()
-                .filter(|p| p.cpu.is_some())
-                .map(|p| p.nr_running)
-                .sum();
+            let busy: usize = pools.iter().map(|p| p.nr_workers.saturating_sub(p.nr_idle)).sum();
+            let running: usize = pools.iter().filter(|p| p.cpu.is_some()).map(|p| p.nr_running).sum();
             let pending: usize = pools.iter().map(|p| p.nr_pending).sum();
             peaks.workers_now.store(workers, Ordering::Relaxed);
             peaks.workers.fetch_max(workers, Ordering::Relaxed);
@@ -376,16 +335,8 @@ pub fn run(opts: &Options) -> Result<(), String> {
             Block::Sleep(d) | Block::Pipe(d) => d,
         })
         .sum();
-    let cpu_work: Duration = plan
-        .iter()
-        .map(|p| Duration::from_micros(u64::from(p.item.cpu_us)))
-        .sum();
-    let bound = plan
-        .iter()
-        .map(|p| p.at + p.item.nominal())
-        .max()
-        .unwrap_or_default()
-        .max(cpu_work / cpus as u32);
+    let cpu_work: Duration = plan.iter().map(|p| Duration::from_micros(u64::from(p.item.cpu_us))).sum();
+    let bound = plan.iter().map(|p| p.at + p.item.nominal()).max().unwrap_or_default().max(cpu_work / cpus as u32);
 
     println!(
         "cmwq demo: {n} items over {:.1} s on {cpus} CPUs ({pipes} socket reads, {sleeps} sleeps, \
@@ -409,8 +360,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
             if s.unbound {
                 b = b.unbound();
             }
-            b.build()
-                .map_err(|e| format!("cannot create workqueue {}: {e}", s.name))
+            b.build().map_err(|e| format!("cannot create workqueue {}: {e}", s.name))
         })
         .collect::<Result<_, _>>()?;
     let workers_at_start = rt.nr_workers();
@@ -434,11 +384,8 @@ pub fn run(opts: &Options) -> Result<(), String> {
         })
     };
     let snapshot = |elapsed: Duration| {
-        let rows: Vec<WqRow> = wqs
-            .iter()
-            .zip(WQS)
-            .map(|(wq, s)| WqRow::from_stats(s.name, s.unbound, &wq.stats()))
-            .collect();
+        let rows: Vec<WqRow> =
+            wqs.iter().zip(WQS).map(|(wq, s)| WqRow::from_stats(s.name, s.unbound, &wq.stats())).collect();
         let mut text = table::render(&rows);
         text.push_str(&table::progress_line(&Progress {
             elapsed,
@@ -593,36 +540,11 @@ fn print_summary(s: &Summary<'_>) {
     let itsv: u64 = s.final_rows.iter().map(|r| r.cpu_intensive).sum();
     let p = s.peaks;
     println!("\nsummary (every number is measured in this run)");
-    println!(
-        "  {:<30} {:>30} {:>30}",
-        "",
-        "cmwq",
-        format!("fixed pool ({} threads)", s.cpus)
-    );
-    println!(
-        "  {:<30} {:>30} {:>30}",
-        "makespan",
-        ms(&s.cm),
-        ms(&s.fixed)
-    );
-    println!(
-        "  {:<30} {:>30} {:>30}",
-        "latency p50 / p99 / max",
-        lat(&s.cm),
-        lat(&s.fixed)
-    );
-    println!(
-        "  {:<30} {:>30} {:>30}",
-        "process CPU time (user+sys)",
-        cpu(&s.cm),
-        cpu(&s.fixed)
-    );
-    println!(
-        "  {:<30} {:>30} {:>30}",
-        "threads running items (peak)",
-        p.busy.load(Ordering::Relaxed),
-        s.cpus
-    );
+    println!("  {:<30} {:>30} {:>30}", "", "cmwq", format!("fixed pool ({} threads)", s.cpus));
+    println!("  {:<30} {:>30} {:>30}", "makespan", ms(&s.cm), ms(&s.fixed));
+    println!("  {:<30} {:>30} {:>30}", "latency p50 / p99 / max", lat(&s.cm), lat(&s.fixed));
+    println!("  {:<30} {:>30} {:>30}", "process CPU time (user+sys)", cpu(&s.cm), cpu(&s.fixed));
+    println!("  {:<30} {:>30} {:>30}", "threads running items (peak)", p.busy.load(Ordering::Relaxed), s.cpus);
     println!(
         "  lower bound on makespan: {} (the latest arrival + that item's own time on an idle CPU)",
         human(s.bound)
@@ -649,11 +571,7 @@ fn print_summary(s: &Summary<'_>) {
         p.samples.load(Ordering::Relaxed)
     );
     let ratio = if s.cm.finished_in_time && s.cm.makespan > Duration::ZERO {
-        let f = if s.fixed.finished_in_time {
-            s.fixed.makespan
-        } else {
-            s.deadline
-        };
+        let f = if s.fixed.finished_in_time { s.fixed.makespan } else { s.deadline };
         let r = f.as_secs_f64() / s.cm.makespan.as_secs_f64();
         if s.fixed.finished_in_time {
             format!("{r:.2}x")
@@ -687,9 +605,7 @@ mod tests {
         assert!(a.windows(2).all(|w| w[0].at <= w[1].at));
         assert!(a.iter().all(|p| p.at < Duration::from_secs(2)));
         // Per-CPU items have a CPU in range; unbound ones none.
-        assert!(a
-            .iter()
-            .all(|p| p.cpu.is_some() != WQS[p.wq].unbound && p.cpu.is_none_or(|c| c < 2)));
+        assert!(a.iter().all(|p| p.cpu.is_some() != WQS[p.wq].unbound && p.cpu.is_none_or(|c| c < 2)));
         // All four workqueues and the bursts are there.
         for wq in 0..4 {
             assert!(a.iter().any(|p| p.wq == wq));
