@@ -43,17 +43,12 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
         r.record("b1", sys, "items_per_s", rate);
     }
     let rate = throughput("cmwq", ncpu, CmwqKind::Unbound { max_active: ncpu })?;
-    r.say(&format!(
-        "b1 cmwq (max_active {ncpu}) {:>6.2} M items/s",
-        rate / 1e6
-    ));
+    r.say(&format!("b1 cmwq (max_active {ncpu}) {:>6.2} M items/s", rate / 1e6));
     r.record("b1", "cmwq", "items_per_s_max_active_ncpu", rate);
 
     let ns = pending_path(ncpu, r)?;
     let floor = rmw_floor();
-    r.say(&format!(
-        "b1 cmwq already-pending queue: {ns:.2} ns/call (a bare atomic RMW here: {floor:.2} ns)"
-    ));
+    r.say(&format!("b1 cmwq already-pending queue: {ns:.2} ns/call (a bare atomic RMW here: {floor:.2} ns)"));
     r.record("b1", "cmwq", "ns_per_queue_pending", ns);
     r.record("b1", "cmwq", "ns_atomic_rmw_floor", floor);
 
@@ -63,12 +58,7 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
         r.record("b1", sys, "ratio_vs_crossbeam", v / base);
     }
     let ratio = r.get("b1", "cmwq", "ratio_vs_crossbeam").unwrap_or(0.0);
-    r.record(
-        "b1",
-        "cmwq",
-        "meets_target",
-        f64::from(u8::from(ratio >= 1.0 && ns < 10.0)),
-    );
+    r.record("b1", "cmwq", "meets_target", f64::from(u8::from(ratio >= 1.0 && ns < 10.0)));
     Ok(())
 }
 
@@ -109,11 +99,7 @@ fn rmw_floor() -> f64 {
 /// Nanoseconds per `queue` call on an item that is already pending.
 fn pending_path(ncpu: usize, r: &mut Report) -> Result<f64, String> {
     let rt = Runtime::builder().cpus(ncpu).build();
-    let wq = rt
-        .workqueue("b1-pending")
-        .ordered()
-        .build()
-        .map_err(|e| format!("cmwq: {e}"))?;
+    let wq = rt.workqueue("b1-pending").ordered().build().map_err(|e| format!("cmwq: {e}"))?;
     let gate = Arc::new(Latch::new(1));
     let g = gate.clone();
     let blocker = Work::new(move |_| {
@@ -131,9 +117,7 @@ fn pending_path(ncpu: usize, r: &mut Report) -> Result<f64, String> {
     let ns = t0.elapsed().as_nanos() as f64 / PENDING_CALLS as f64;
     gate.count_down();
     if accepted != 0 {
-        r.say(&format!(
-            "b1 WARNING: cmwq accepted {accepted} queueings of an already-pending item"
-        ));
+        r.say(&format!("b1 WARNING: cmwq accepted {accepted} queueings of an already-pending item"));
     }
     drop(wq);
     drop(rt);

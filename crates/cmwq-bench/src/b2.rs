@@ -50,15 +50,8 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
         let v = r.get("b2", sys, "p50_us").unwrap_or(f64::NAN);
         r.record("b2", sys, "p50_ratio_vs_crossbeam", v / base);
     }
-    let ratio = r
-        .get("b2", "cmwq", "p50_ratio_vs_crossbeam")
-        .unwrap_or(f64::NAN);
-    r.record(
-        "b2",
-        "cmwq",
-        "meets_target",
-        f64::from(u8::from(ratio <= 1.1)),
-    );
+    let ratio = r.get("b2", "cmwq", "p50_ratio_vs_crossbeam").unwrap_or(f64::NAN);
+    r.record("b2", "cmwq", "meets_target", f64::from(u8::from(ratio <= 1.1)));
     Ok(())
 }
 

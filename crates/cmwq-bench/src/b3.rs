@@ -27,13 +27,7 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
     let ideal_ms = waves * SLEEP.as_secs_f64() * 1e3;
     for &sys in SYSTEMS {
         let sampler = ThreadSampler::start();
-        let pool = Pool::new(
-            sys,
-            r.ncpu,
-            CmwqKind::Unbound {
-                max_active: MAX_ACTIVE,
-            },
-        )?;
+        let pool = Pool::new(sys, r.ncpu, CmwqKind::Unbound { max_active: MAX_ACTIVE })?;
         let latch = Arc::new(Latch::new(ITEMS));
         let t0 = Instant::now();
         for _ in 0..ITEMS {
@@ -59,11 +53,6 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
         r.record("b3", sys, "ratio_vs_ideal", makespan_ms / ideal_ms);
     }
     let ratio = r.get("b3", "cmwq", "ratio_vs_ideal").unwrap_or(f64::NAN);
-    r.record(
-        "b3",
-        "cmwq",
-        "meets_target",
-        f64::from(u8::from(ratio <= 1.2)),
-    );
+    r.record("b3", "cmwq", "meets_target", f64::from(u8::from(ratio <= 1.2)));
     Ok(())
 }

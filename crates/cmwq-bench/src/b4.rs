@@ -71,11 +71,6 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
         }
     }
     let ratio = r.get("b4", "cmwq", "ratio_vs_ideal").unwrap_or(f64::NAN);
-    r.record(
-        "b4",
-        "cmwq",
-        "meets_target",
-        f64::from(u8::from(ratio <= 1.2)),
-    );
+    r.record("b4", "cmwq", "meets_target", f64::from(u8::from(ratio <= 1.2)));
     Ok(())
 }

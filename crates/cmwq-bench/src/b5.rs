@@ -29,10 +29,7 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
         let pool = Pool::new(sys, r.ncpu, CmwqKind::PerCpuOn(0))?;
         let (completed, makespan_ms) = chain(&pool);
         pool.finish(!completed);
-        r.say(&format!(
-            "b5 {sys:<10} {}  {makespan_ms:>8.1} ms",
-            if completed { "completed" } else { "HUNG     " }
-        ));
+        r.say(&format!("b5 {sys:<10} {}  {makespan_ms:>8.1} ms", if completed { "completed" } else { "HUNG     " }));
         r.record("b5", sys, "completed", f64::from(u8::from(completed)));
         r.record("b5", sys, "makespan_ms", makespan_ms);
     }

@@ -50,12 +50,7 @@ pub(crate) struct Report<'a> {
 impl Report<'_> {
     /// Adds a record.
     pub(crate) fn record(&mut self, workload: &str, system: &str, metric: &str, value: f64) {
-        self.records.push(Record {
-            workload: workload.into(),
-            system: system.into(),
-            metric: metric.into(),
-            value,
-        });
+        self.records.push(Record { workload: workload.into(), system: system.into(), metric: metric.into(), value });
     }
 
     /// Sends a progress line.
@@ -84,21 +79,16 @@ pub fn run(workloads: &[String], progress: &mut dyn FnMut(&str)) -> Result<Vec<R
             .iter()
             .map(|w| {
                 let w = w.trim().to_ascii_lowercase();
-                WORKLOADS.iter().copied().find(|k| *k == w).ok_or_else(|| {
-                    format!(
-                        "unknown workload {w:?}: expected one of {}",
-                        WORKLOADS.join(", ")
-                    )
-                })
+                WORKLOADS
+                    .iter()
+                    .copied()
+                    .find(|k| *k == w)
+                    .ok_or_else(|| format!("unknown workload {w:?}: expected one of {}", WORKLOADS.join(", ")))
             })
             .collect::<Result<_, _>>()?
     };
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut report = Report {
-        records: Vec::new(),
-        progress,
-        ncpu,
-    };
+    let mut report = Report { records: Vec::new(), progress, ncpu };
     for w in selected {
         report.say(&format!("{w}: starting ({ncpu} CPUs)"));
         match w {
@@ -147,35 +137,24 @@ pub fn table(records: &[Record]) -> String {
     let mut out = String::new();
     for w in order {
         let (systems, metrics) = &by_workload[w];
-        let mut rows: Vec<Vec<String>> = vec![std::iter::once(w.to_string())
-            .chain(metrics.iter().map(|m| m.to_string()))
-            .collect()];
+        let mut rows: Vec<Vec<String>> =
+            vec![std::iter::once(w.to_string()).chain(metrics.iter().map(|m| m.to_string())).collect()];
         for s in systems {
             let mut row = vec![s.to_string()];
             for m in metrics {
-                let v = records
-                    .iter()
-                    .rev()
-                    .find(|r| r.workload == w && r.system == *s && r.metric == *m);
+                let v = records.iter().rev().find(|r| r.workload == w && r.system == *s && r.metric == *m);
                 row.push(v.map_or_else(|| "-".to_string(), |r| format_value(r.value)));
             }
             rows.push(row);
         }
-        let widths: Vec<usize> = (0..rows[0].len())
-            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-            .collect();
+        let widths: Vec<usize> =
+            (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
         for (i, row) in rows.iter().enumerate() {
             let cells: Vec<String> = row
                 .iter()
                 .zip(&widths)
                 .enumerate()
-                .map(|(c, (cell, wd))| {
-                    if c == 0 {
-                        format!("{cell:<wd$}")
-                    } else {
-                        format!("{cell:>wd$}")
-                    }
-                })
+                .map(|(c, (cell, wd))| if c == 0 { format!("{cell:<wd$}") } else { format!("{cell:>wd$}") })
                 .collect();
             out.push_str(cells.join("  ").trim_end());
             out.push('\n');
@@ -209,12 +188,7 @@ mod tests {
     use super::*;
 
     fn rec(w: &str, s: &str, m: &str, v: f64) -> Record {
-        Record {
-            workload: w.into(),
-            system: s.into(),
-            metric: m.into(),
-            value: v,
-        }
+        Record { workload: w.into(), system: s.into(), metric: m.into(), value: v }
     }
 
     #[test]

@@ -16,11 +16,7 @@ use std::time::{Duration, Instant};
 pub fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0)
 }
 
@@ -49,8 +45,7 @@ pub fn threads_cpu_time(prefix: &str) -> Duration {
     let mut total = Duration::ZERO;
     for task in dir.flatten() {
         let path = task.path();
-        let named = std::fs::read_to_string(path.join("comm"))
-            .is_ok_and(|c| c.trim_end().starts_with(prefix));
+        let named = std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim_end().starts_with(prefix));
         if !named {
             continue;
         }
@@ -95,12 +90,7 @@ impl ThreadSampler {
             thread::yield_now();
             baseline = thread_count();
         }
-        ThreadSampler {
-            baseline,
-            peak,
-            stop,
-            handle: Some(handle),
-        }
+        ThreadSampler { baseline, peak, stop, handle: Some(handle) }
     }
 
     /// Stops sampling and returns the peak thread count above the baseline.
@@ -113,10 +103,7 @@ impl ThreadSampler {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        self.peak
-            .load(Ordering::Relaxed)
-            .max(thread_count())
-            .saturating_sub(self.baseline)
+        self.peak.load(Ordering::Relaxed).max(thread_count()).saturating_sub(self.baseline)
     }
 }
 
@@ -200,11 +187,7 @@ pub struct Latch {
 impl Latch {
     /// A latch that opens after `n` count-downs (at once if `n` is 0).
     pub fn new(n: usize) -> Latch {
-        Latch {
-            left: AtomicUsize::new(n),
-            done: Mutex::new(n == 0),
-            cv: Condvar::new(),
-        }
+        Latch { left: AtomicUsize::new(n), done: Mutex::new(n == 0), cv: Condvar::new() }
     }
 
     /// Counts down once; the last count-down opens the latch.
@@ -228,11 +211,7 @@ impl Latch {
             if now >= deadline {
                 return false;
             }
-            done = self
-                .cv
-                .wait_timeout(done, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            done = self.cv.wait_timeout(done, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
         true
     }
@@ -272,9 +251,7 @@ mod tests {
     #[test]
     fn sampler_sees_new_threads() {
         let s = ThreadSampler::start();
-        let hs: Vec<_> = (0..3)
-            .map(|_| thread::spawn(|| thread::sleep(Duration::from_millis(30))))
-            .collect();
+        let hs: Vec<_> = (0..3).map(|_| thread::spawn(|| thread::sleep(Duration::from_millis(30)))).collect();
         for h in hs {
             h.join().unwrap();
         }

@@ -95,18 +95,10 @@ impl Pool {
                     _ => b,
                 };
                 let wq = b.build().map_err(|e| format!("cmwq: {e}"))?;
-                Pool::Cmwq(CmwqPool {
-                    rt,
-                    wq,
-                    kind: cmwq,
-                    next_cpu: AtomicUsize::new(0),
-                })
+                Pool::Cmwq(CmwqPool { rt, wq, kind: cmwq, next_cpu: AtomicUsize::new(0) })
             }
             "rayon" => Pool::Rayon(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(ncpu)
-                    .build()
-                    .map_err(|e| format!("rayon: {e}"))?,
+                rayon::ThreadPoolBuilder::new().num_threads(ncpu).build().map_err(|e| format!("rayon: {e}"))?,
             ),
             "tokio" => Pool::Tokio(
                 tokio::runtime::Builder::new_multi_thread()
@@ -157,10 +149,7 @@ impl Pool {
             Pool::Rayon(p) => p.spawn(f),
             Pool::Tokio(rt) => drop(rt.spawn_blocking(f)),
             Pool::ThreadPool(p) => p.execute(f),
-            Pool::Crossbeam(p) => {
-                p.tx.send(Box::new(f))
-                    .expect("crossbeam pool threads are gone")
-            }
+            Pool::Crossbeam(p) => p.tx.send(Box::new(f)).expect("crossbeam pool threads are gone"),
         }
     }
 
@@ -213,9 +202,7 @@ impl CmwqPool {
                 assert!(self.wq.spawn(f), "cmwq refused an item");
                 return;
             }
-            CmwqKind::PerCpuSpread => {
-                self.next_cpu.fetch_add(1, Ordering::Relaxed) % self.rt.nr_cpus()
-            }
+            CmwqKind::PerCpuSpread => self.next_cpu.fetch_add(1, Ordering::Relaxed) % self.rt.nr_cpus(),
             CmwqKind::PerCpuOn(cpu) => cpu,
         };
         // `Workqueue::spawn` has no CPU argument: the same one-shot wrapper, on a given CPU.
@@ -238,12 +225,9 @@ mod tests {
 
     #[test]
     fn every_system_runs_closures() {
-        for kind in [
-            CmwqKind::Unbound { max_active: 0 },
-            CmwqKind::PerCpuSpread,
-            CmwqKind::PerCpuLocal,
-            CmwqKind::PerCpuOn(0),
-        ] {
+        for kind in
+            [CmwqKind::Unbound { max_active: 0 }, CmwqKind::PerCpuSpread, CmwqKind::PerCpuLocal, CmwqKind::PerCpuOn(0)]
+        {
             for name in SYSTEMS {
                 let pool = Pool::new(name, 2, kind).unwrap();
                 assert_eq!(pool.name(), *name);

@@ -23,25 +23,20 @@ impl FixedPool {
         let threads = (0..n.max(1))
             .map(|i| {
                 let rx = rx.clone();
-                thread::Builder::new()
-                    .name(format!("fixed-{i}"))
-                    .spawn(move || loop {
-                        // Hold the lock only to take the next job.
-                        let job = match rx.lock() {
-                            Ok(g) => g.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    })
+                thread::Builder::new().name(format!("fixed-{i}")).spawn(move || loop {
+                    // Hold the lock only to take the next job.
+                    let job = match rx.lock() {
+                        Ok(g) => g.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(FixedPool {
-            tx: Some(tx),
-            threads,
-        })
+        Ok(FixedPool { tx: Some(tx), threads })
     }
 
     /// Number of threads.

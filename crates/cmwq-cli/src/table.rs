@@ -50,10 +50,7 @@ impl WqRow {
 
 /// The header line, aligned like wq_monitor's.
 pub fn header() -> String {
-    format!(
-        "{:>24} {:>8} {:>5} {:>8} {:>7} {:>7}",
-        "", "total", "infl", "CPUtime", "CPUitsv", "CMW"
-    )
+    format!("{:>24} {:>8} {:>5} {:>8} {:>7} {:>7}", "", "total", "infl", "CPUtime", "CPUitsv", "CMW")
 }
 
 /// The last 24 characters of a name, as wq_monitor's `name[-24:]`.
@@ -165,10 +162,7 @@ mod tests {
     #[test]
     fn percpu_row() {
         let line = row(&r("events", false));
-        assert_eq!(
-            line,
-            "events                      18545     5      6.2       3      42"
-        );
+        assert_eq!(line, "events                      18545     5      6.2       3      42");
         assert_eq!(line.len(), header().len());
     }
 
@@ -182,7 +176,7 @@ mod tests {
     #[test]
     fn long_names_keep_their_tail() {
         let line = row(&r("a_very_long_workqueue_name_indeed", false));
-        assert!(line.starts_with("workqueue_name_indeed"), "{line:?}");
+        assert!(line.starts_with("ng_workqueue_name_indeed "), "{line:?}");
         assert_eq!(tail24("abc"), "abc");
         assert_eq!(tail24(&"x".repeat(30)).len(), 24);
     }
@@ -221,10 +215,7 @@ mod tests {
             workers: 4,
             peak_workers: 9,
         };
-        assert_eq!(
-            progress_line(&p),
-            "[  3.0s /  10.0s]  items 12/50 done  workers 4 alive (peak 9)"
-        );
+        assert_eq!(progress_line(&p), "[  3.0s /  10.0s]  items 12/50 done  workers 4 alive (peak 9)");
         assert_eq!(human(Duration::from_millis(1500)), "1.50 s");
         assert_eq!(human(Duration::from_micros(12300)), "12.3 ms");
         assert_eq!(human(Duration::from_micros(12)), "12 us");

@@ -8,8 +8,8 @@
 //!
 //! None of this uses `cmwq::blocking`: cmwq must find out on its own that a worker sleeps.
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -75,12 +75,11 @@ impl Burner {
             best = best.min(t.elapsed());
         }
         let us = best.as_secs_f64() * 1e6;
-        Burner {
-            iters_per_us: (N as f64 / us.max(1e-3)).max(1.0),
-        }
+        Burner { iters_per_us: (N as f64 / us.max(1e-3)).max(1.0) }
     }
 
     /// A burner with a given speed (for tests).
+    #[cfg(test)]
     pub fn with_rate(iters_per_us: f64) -> Burner {
         Burner { iters_per_us }
     }
@@ -116,13 +115,8 @@ impl Device {
     /// Starts the device thread.
     pub fn start() -> std::io::Result<Device> {
         let (tx, rx) = mpsc::channel::<(Instant, UnixStream)>();
-        let thread = thread::Builder::new()
-            .name("demo-device".into())
-            .spawn(move || device_loop(&rx))?;
-        Ok(Device {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
+        let thread = thread::Builder::new().name("demo-device".into()).spawn(move || device_loop(&rx))?;
+        Ok(Device { tx: Some(tx), thread: Some(thread) })
     }
 
     /// Submits a request that completes after `latency` and blocks in `read` until it does.
@@ -131,10 +125,7 @@ impl Device {
             thread::sleep(latency);
             return;
         };
-        let sent = self
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.send((Instant::now() + latency, theirs)).is_ok());
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send((Instant::now() + latency, theirs)).is_ok());
         if !sent {
             thread::sleep(latency);
             return;
@@ -227,10 +218,7 @@ mod tests {
     fn item_runs_block_then_cpu() {
         let dev = Device::start().unwrap();
         let b = Burner::with_rate(1.0);
-        let it = Item {
-            block: Block::Sleep(Duration::from_millis(5)),
-            cpu_us: 100,
-        };
+        let it = Item { block: Block::Sleep(Duration::from_millis(5)), cpu_us: 100 };
         let t = Instant::now();
         it.run(&dev, &b);
         assert!(t.elapsed() >= Duration::from_millis(5));
