@@ -22,10 +22,12 @@ use crate::worklist::NIL;
 /// the item is idle.
 pub(crate) fn start_flush_work(work: &Work) -> Option<Arc<Completion>> {
     let pool = registry::lookup(work.state().load().last_pool()?)?;
+    // Taken before the target's pool lock: it may be the same pool.
+    let current = if cfg!(debug_assertions) { crate::debug::current_wq() } else { None };
     let mut g = pool.lock();
     let snap = work.state().load();
     let done = Arc::new(Completion::new());
-    if snap.is_queued() && snap.last_pool() == Some(pool.id) {
+    let target = if snap.is_queued() && snap.last_pool() == Some(pool.id) {
         let idx = work.node();
         let (pwq, color, linked, loc) = {
             let e = g.nodes.get(idx);
@@ -35,6 +37,7 @@ pub(crate) fn start_flush_work(work: &Work) -> Option<Arc<Completion>> {
         let barrier = Entry { item: Item::Barrier(done.clone()), pwq, color, inactive: true, linked, loc };
         g.with_list(loc, pwq, |l, n| l.insert_after(n, idx, barrier));
         g.pwqs[pwq as usize].nr_in_flight[color as usize] += 1;
+        pwq
     } else if let Some(wk) = g.find_worker_executing(work) {
         if crate::pool::worker::current_worker().is_some_and(|(p, me)| Arc::ptr_eq(&p, &pool) && me == wk) {
             // Flushing (or cancel_sync-ing) an item from its own function would wait for
@@ -49,9 +52,11 @@ pub(crate) fn start_flush_work(work: &Work) -> Option<Arc<Completion>> {
         let head = g.workers[wk].scheduled.front().unwrap_or(NIL);
         g.with_list(loc, pwq, |l, n| l.insert_before(n, head, barrier));
         g.pwqs[pwq as usize].nr_in_flight[color as usize] += 1;
+        pwq
     } else {
         return None;
-    }
+    };
+    crate::debug::check_flush_dependency(current.as_ref(), &g.pwqs[target as usize].wq);
     Some(done)
 }
 

@@ -28,6 +28,7 @@
 mod barrier;
 mod clock;
 mod completion;
+mod debug;
 mod error;
 mod flush;
 mod introspect;
@@ -45,6 +46,8 @@ mod worklist;
 mod workqueue;
 
 pub use clock::{Clock, ManualClock};
+#[doc(hidden)]
+pub use debug::flush_dependency_warnings;
 pub use error::Error;
 pub use introspect::{PendingEntry, PoolInfo, PwqInfo};
 pub use pool::concurrency::blocking;

@@ -198,13 +198,16 @@ fn r03_mayday_timing_and_dedupe() {
     s.finish();
 }
 
+/// What an item saw: A items still pending, its thread's name, its thread's CPUs.
+type Seen = (usize, String, Vec<usize>);
+
 /// R4: items are rescued one at a time, the others staying on the worklist meanwhile, with the
 /// pool's CPU affinity.
 #[test]
 fn r04_one_at_a_time_with_pool_affinity() {
     let s = Arc::new(Stuck::new(1, RescuerAlgorithm::Cursor));
     let a = s.a("A");
-    let seen: Arc<Mutex<Vec<(usize, String, Vec<usize>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     for _ in 0..5 {
         let (s2, seen) = (s.clone(), seen.clone());
         a.queue_on(
@@ -391,7 +394,13 @@ fn r10_no_limit_when_alone() {
     s.clock.advance(TICK);
     wait_for("40 items", || log.len() == 40);
     assert_eq!(a.stats().rescued, 40);
-    assert_eq!(a.stats().mayday, 1, "no requeue when nobody else waits");
+    assert_eq!(
+        a.stats().mayday,
+        1,
+        "no requeue when nobody else waits: {:?} {:?}",
+        a.stats(),
+        log.runs.lock().unwrap()
+    );
     s.finish();
 }
 
@@ -793,4 +802,26 @@ fn rescuer_creation_failure_fails_the_build() {
     assert_eq!(spawner.live(), live);
     // Without mem_reclaim the same runtime builds workqueues.
     assert!(rt.workqueue("plain").build().is_ok());
+}
+
+/// check_flush_dependency (debug builds): an item of a mem_reclaim workqueue that flushes a
+/// workqueue without a rescuer is warned about, once per pair; flushing one with a rescuer is
+/// fine.
+#[test]
+#[cfg(debug_assertions)]
+fn flush_dependency_is_warned_about() {
+    let rt = Runtime::builder().cpus(1).build();
+    let reclaim = rt.workqueue("reclaim-flusher").mem_reclaim().build().unwrap();
+    let plain = rt.workqueue("plain-target").build().unwrap();
+    let other = rt.workqueue("reclaim-target").mem_reclaim().build().unwrap();
+    let before = cmwq::flush_dependency_warnings();
+    let (p, o) = (plain.clone(), other.clone());
+    let w = Work::new(move |_| {
+        o.flush();
+        p.flush();
+        p.flush();
+    });
+    reclaim.queue(&w);
+    w.flush();
+    assert_eq!(cmwq::flush_dependency_warnings(), before + 1);
 }

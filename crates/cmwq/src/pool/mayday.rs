@@ -65,13 +65,24 @@ impl WorkerPool {
         g.mayday_timer = None;
         let need = g.need_to_create_worker();
         if need {
-            // Every entry on the worklist calls for its pwq: items, barriers, cursors.
+            // Every entry on the worklist calls for its pwq: items, barriers, cursors. The
+            // kernel holds the mayday lock over the whole walk, so a rescuer cannot take a pwq
+            // off the list halfway and see it sent twice by one firing; with one mayday lock
+            // per workqueue, collect each pwq once first, then send.
+            let mut slots = std::mem::take(&mut g.mayday_scratch);
+            slots.clear();
             let mut cur = g.worklist.front();
             while let Some(idx) = cur {
                 let slot = g.nodes.get(idx).pwq;
-                self.send_mayday(&mut g, slot);
+                if !slots.contains(&slot) {
+                    slots.push(slot);
+                }
                 cur = g.worklist.next(&g.nodes, idx);
             }
+            for &slot in &slots {
+                self.send_mayday(&mut g, slot);
+            }
+            g.mayday_scratch = slots;
         }
         // The kernel re-arms unconditionally and relies on the manager to delete the timer; a
         // pool without workers has no manager (`create_without_manager`), so stop once there

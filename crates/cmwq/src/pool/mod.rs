@@ -168,6 +168,8 @@ pub(crate) struct PoolLocked {
     pub(crate) mayday_timer: Option<(crate::timer::TimerId, u64)>,
     /// The next mayday timer generation.
     pub(crate) mayday_gen: u64,
+    /// Reused by the mayday timer to collect the pwqs it calls for.
+    pub(crate) mayday_scratch: Vec<u32>,
 }
 
 /// A worker pool.
@@ -226,6 +228,7 @@ impl WorkerPool {
                 create_failures: 0,
                 mayday_timer: None,
                 mayday_gen: 0,
+                mayday_scratch: Vec::new(),
             }),
             cooldown: Sleeper::new(),
         })

@@ -294,6 +294,9 @@ impl Workqueue {
     /// after it (`flush_workqueue`, with the kernel's 16 flush colours; docs/design.md §8).
     pub fn flush(&self) {
         let wq = &self.handle.wq;
+        if cfg!(debug_assertions) {
+            crate::debug::check_flush_dependency(crate::debug::current_wq().as_ref(), &wq.info);
+        }
         crate::flush::flush_workqueue(&wq.flush_lock, &wq.info.flush, wq.pwq_list());
     }
 
