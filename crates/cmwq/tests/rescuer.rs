@@ -10,78 +10,12 @@
 
 mod support;
 
-use cmwq::{FailMode, FailingSpawner, ManualClock, PoolInfo, RescuerAlgorithm, Runtime, Work, Workqueue};
+use cmwq::{FailMode, FailingSpawner, ManualClock, PoolInfo, RescuerAlgorithm, Runtime, Work};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::stuck::{Stuck, TICK};
 use support::{wait_for, Latch};
-
-const TICK: Duration = Duration::from_millis(10);
-
-/// A runtime whose CPU pools are stuck: every worker blocked or managing, creation failing.
-struct Stuck {
-    clock: ManualClock,
-    fail: Arc<AtomicBool>,
-    spawner: Arc<FailingSpawner>,
-    rt: Runtime,
-    b: Workqueue,
-    /// Opens the blockers on B.
-    release: Latch,
-}
-
-impl Stuck {
-    fn new(cpus: usize, algo: RescuerAlgorithm) -> Stuck {
-        let clock = ManualClock::new();
-        let fail = Arc::new(AtomicBool::new(false));
-        let spawner = FailingSpawner::new(FailMode::While(fail.clone()));
-        let rt = Runtime::builder().cpus(cpus).clock(&clock).spawner(spawner.clone()).rescuer_algorithm(algo).build();
-        let b = rt.workqueue("B").build().unwrap();
-        let release = Latch::new();
-        let s = Stuck { clock, fail, spawner, rt, b, release };
-        // First blocker: the pool's worker runs it (after creating its reserve) and blocks.
-        for cpu in 0..cpus {
-            s.block_b(cpu);
-            wait_for("a blocked worker and an idle reserve", || {
-                let p = s.pool(cpu);
-                p.nr_workers == 2 && p.nr_idle == 1 && p.nr_running == 0 && p.worklist.is_empty()
-            });
-        }
-        // Then creation fails, and a second blocker makes the reserve become a manager that
-        // cannot create its own reserve.
-        s.fail.store(true, Ordering::SeqCst);
-        for cpu in 0..cpus {
-            let refused = s.spawner.refused();
-            s.block_b(cpu);
-            wait_for("a manager failing to create", || s.spawner.refused() > refused && s.pool(cpu).manager_active);
-        }
-        s
-    }
-
-    fn block_b(&self, cpu: usize) {
-        let g = self.release.clone();
-        assert!(self.b.queue_on(cpu, &Work::new(move |_| cmwq::blocking(|| g.wait()))));
-    }
-
-    fn pool(&self, cpu: usize) -> PoolInfo {
-        self.rt.pools().into_iter().find(|p| p.cpu == Some(cpu) && !p.highpri).unwrap()
-    }
-
-    fn a(&self, name: &str) -> Workqueue {
-        self.rt.workqueue(name).mem_reclaim().build().unwrap()
-    }
-
-    /// Lets creation succeed and moves past the manager's cooldown.
-    fn unstick(&self) {
-        self.fail.store(false, Ordering::SeqCst);
-        self.clock.advance(Duration::from_secs(1));
-    }
-
-    /// Lets everything finish.
-    fn finish(&self) {
-        self.unstick();
-        self.release.open();
-    }
-}
 
 /// What rescued items record about where they ran.
 #[derive(Default)]

@@ -1,6 +1,8 @@
 //! Shared test support: deadlines, latches, a seeded RNG, per-item ledgers.
 #![allow(dead_code, clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod stuck;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
