@@ -40,6 +40,7 @@ mod runtime;
 mod spawn;
 mod stats;
 mod sync;
+mod sys;
 mod timer;
 mod work;
 mod worklist;

@@ -25,101 +25,8 @@
 use crate::clock::{Clock, Sleeper};
 use crate::pool::{flags, Sleeping, WorkerPool};
 use crate::sync::{Arc, AtomicU8, Mutex, Ordering};
-use nix::time::ClockId;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use crate::sys::ThreadProbe;
 use std::time::Duration;
-
-/// Run-time probe of one thread.
-#[derive(Debug)]
-pub(crate) struct ThreadProbe {
-    /// The thread's CPU-time clock, readable from any thread of the process.
-    clock: ClockId,
-    /// `/proc/thread-self/stat`: the third field is the thread state.
-    stat: File,
-}
-
-impl ThreadProbe {
-    /// Opens the calling thread's probe.
-    pub(crate) fn open_current() -> Option<ThreadProbe> {
-        let probe = ThreadProbe {
-            clock: thread_cpu_clock(rustix::thread::gettid().as_raw_nonzero().get()),
-            stat: File::open("/proc/thread-self/stat").ok()?,
-        };
-        probe.runtime_ns().map(|_| probe)
-    }
-
-    /// Total CPU time of the thread in nanoseconds. This clock includes the time of the
-    /// current slice (the kernel updates the runtime before answering), unlike
-    /// `/proc/*/schedstat`, which lags by up to a scheduler tick.
-    pub(crate) fn runtime_ns(&self) -> Option<u64> {
-        let t = nix::time::clock_gettime(self.clock).ok()?;
-        Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-    }
-
-    /// Whether the thread is sleeping (state S) or in uninterruptible sleep (D).
-    pub(crate) fn is_sleeping(&self) -> bool {
-        let mut buf = [0u8; 512];
-        let Ok(n) = self.stat.read_at(&mut buf, 0) else {
-            return false;
-        };
-        let buf = &buf[..n];
-        // The state follows the last ')' (the command name may contain spaces and parens).
-        let Some(p) = buf.iter().rposition(|&b| b == b')') else {
-            return false;
-        };
-        matches!(buf.get(p + 2), Some(b'S') | Some(b'D'))
-    }
-}
-
-/// The CPU-time clock of thread `tid`: Linux encodes it as `(!tid << 3) | CPUCLOCK_SCHED (2) |
-/// CPUCLOCK_PERTHREAD_MASK (4)` (`MAKE_THREAD_CPUCLOCK`, include/linux/posix-timers.h), which is
-/// what `pthread_getcpuclockid` returns for that thread.
-fn thread_cpu_clock(tid: i32) -> ClockId {
-    ClockId::from_raw((!tid << 3) | 6)
-}
-
-/// The CPUs the process may use, as the first thread that pins itself found them (threads
-/// inherit the mask of the thread that created them, and cmwq never narrows a non-worker's).
-fn allowed_cpus() -> &'static [usize] {
-    use rustix::thread::{sched_getaffinity, CpuSet};
-    static ALLOWED: crate::sync::OnceLock<Vec<usize>> = crate::sync::OnceLock::new();
-    ALLOWED.get_or_init(|| match sched_getaffinity(None) {
-        Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
-        Err(_) => Vec::new(),
-    })
-}
-
-/// Pins the calling thread to `cpu` (modulo the CPUs the process may use).
-pub(crate) fn pin_current_thread(cpu: usize) {
-    use rustix::thread::{sched_setaffinity, CpuSet};
-    let cpus = allowed_cpus();
-    if cpus.is_empty() {
-        return;
-    }
-    let mut set = CpuSet::new();
-    set.set(cpus[cpu % cpus.len()]);
-    let _ = sched_setaffinity(None, &set);
-}
-
-/// Lets the calling thread run on every CPU the process may use again.
-pub(crate) fn unpin_current_thread() {
-    use rustix::thread::{sched_setaffinity, CpuSet};
-    let cpus = allowed_cpus();
-    if cpus.is_empty() {
-        return;
-    }
-    let mut set = CpuSet::new();
-    for &c in cpus {
-        set.set(c);
-    }
-    let _ = sched_setaffinity(None, &set);
-}
-
-/// The CPU the calling thread runs on, folded onto `nr_cpus` modelled CPUs.
-pub(crate) fn current_cpu(nr_cpus: usize) -> usize {
-    rustix::thread::sched_getcpu() % nr_cpus
-}
 
 const PARKED: u8 = 0;
 const SLOW: u8 = 1;
@@ -280,8 +187,10 @@ struct Sample {
     id: usize,
     seq: u64,
     probe: Arc<ThreadProbe>,
-    /// The monitor's previous reading for this execution, if any.
+    /// The monitor's previous reading of this worker's clock, if any.
     prev: Option<u64>,
+    /// The previous reading was taken during this same execution.
+    same_item: bool,
     /// This tick's reading.
     now: u64,
     /// Its state is S or D (read only for counted workers whose clock stopped).
@@ -318,15 +227,16 @@ fn scan_pool(pool: &WorkerPool, cfg: &crate::runtime::Config, full: bool, buf: &
             if !(full || counts || w.sleeping == Sleeping::Seen) {
                 continue;
             }
-            let prev = (w.mon.valid && w.mon.seq == cur.seq).then_some(w.mon.runtime);
-            buf.samples.push(Sample { id, seq: cur.seq, probe: probe.clone(), prev, now: 0, asleep: false });
+            let same_item = w.mon.hog_valid && w.mon.seq == cur.seq;
+            let prev = w.mon.runtime;
+            buf.samples.push(Sample { id, seq: cur.seq, probe: probe.clone(), prev, same_item, now: 0, asleep: false });
         }
     }
     // Read the clocks, and the states of workers whose clock stopped, without the lock.
     buf.samples.retain_mut(|s| match s.probe.runtime_ns() {
         Some(rt) => {
             s.now = rt;
-            s.asleep = cm && s.prev == Some(rt) && s.probe.is_sleeping();
+            s.asleep = cm && s.same_item && s.prev == Some(rt) && s.probe.is_sleeping();
             true
         }
         None => false,
@@ -339,15 +249,19 @@ fn scan_pool(pool: &WorkerPool, cfg: &crate::runtime::Config, full: bool, buf: &
             continue;
         }
         let slot = cur.pwq as usize;
-        let Some(prev) = s.prev.filter(|_| w.mon.valid && w.mon.seq == s.seq) else {
-            let w = &mut g.workers[s.id];
-            w.mon = crate::pool::MonSample { seq: s.seq, runtime: s.now, hog_base: s.now, valid: true };
-            continue;
-        };
-        let delta = s.now.saturating_sub(prev);
+        let same_item = s.same_item && w.mon.hog_valid && w.mon.seq == s.seq;
+        let delta = s.prev.map_or(0, |p| s.now.saturating_sub(p));
         let (sleeping, counts) = (w.sleeping, w.flags & flags::NOT_RUNNING == 0);
         g.pwqs[slot].stats.cpu_time_ns += delta;
-        g.workers[s.id].mon.runtime = s.now;
+        let w = &mut g.workers[s.id];
+        w.mon.runtime = Some(s.now);
+        if !same_item {
+            // First look at this execution: the hog clock starts here.
+            w.mon.seq = s.seq;
+            w.mon.hog_base = s.now;
+            w.mon.hog_valid = true;
+            continue;
+        }
         if !cm {
             continue;
         }

@@ -114,7 +114,10 @@ impl Rescuer {
             name: format!("kworker/R-{name}"),
             kind: ThreadKind::Rescuer,
             stack_size: env.config.worker_stack_size,
-            body: Box::new(move || rescuer_thread(&r2, &parker)),
+            body: Box::new(move || {
+                crate::sys::set_current_nice(crate::sys::HIGH_NICE);
+                rescuer_thread(&r2, &parker)
+            }),
         })?;
         *r.handle.lock() = Some(h);
         Ok(r)
@@ -175,8 +178,8 @@ fn rescue_pwq(r: &Arc<Rescuer>, pwq: &Pwq) {
     });
     // Attach: the pool's CPU affinity, and the worker identity for flush, blocking, chaining.
     match pool.cpu {
-        Some(cpu) if pool.env.config.pin_workers => crate::monitor::pin_current_thread(cpu),
-        _ => crate::monitor::unpin_current_thread(),
+        Some(cpu) if pool.env.config.pin_workers => crate::sys::pin_current_thread(cpu),
+        _ => crate::sys::unpin_current_thread(),
     }
     worker::set_current(Some((pool.clone(), me)));
     let mut deferred: Option<Work> = None;
@@ -214,7 +217,7 @@ fn rescue_pwq(r: &Arc<Rescuer>, pwq: &Pwq) {
     drop(g);
     drop(deferred);
     worker::set_current(None);
-    crate::monitor::unpin_current_thread();
+    crate::sys::unpin_current_thread();
 }
 
 /// Takes at most one item of `pwq` for the rescuer (`assign_rescuer_work`, v7.0). Pool lock

@@ -444,7 +444,12 @@ impl RuntimeBuilder {
                 name: "cmwq-monitor".into(),
                 kind: ThreadKind::Service,
                 stack_size: None,
-                body: Box::new(move || e2.monitor.run(&e2.clock, &e2.config)),
+                body: Box::new(move || {
+                    // The monitor stands in for scheduler hooks: it must not starve behind the
+                    // work it manages.
+                    crate::sys::set_current_nice(crate::sys::HIGH_NICE);
+                    e2.monitor.run(&e2.clock, &e2.config)
+                }),
             })
             .map_err(Error::Spawn)?;
         shared.service_threads.lock().push(monitor);

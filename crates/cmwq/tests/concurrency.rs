@@ -175,3 +175,36 @@ fn work_handles_are_cheap_and_named() {
     assert!(w.ptr_eq(&w2));
     assert!(format!("{w:?}").contains("Work"));
 }
+
+/// Burns `d` of this thread's CPU time (not wall time, so preemption does not shorten it).
+fn burn_cpu(d: Duration) {
+    let now = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    };
+    let start = now();
+    while now() - start < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// CPU time is sampled on the monitor's tick, like the kernel's: items shorter than a tick are
+/// credited in the totals (the time between two samples goes to the item running at the
+/// second), so the sum over a queue matches the CPU its items burned.
+#[test]
+fn cpu_time_adds_up_for_short_items() {
+    let rt = Runtime::builder().cpus(2).build();
+    let wq = rt.workqueue("cputime").unbound().max_active(2).build().unwrap();
+    for _ in 0..100 {
+        wq.spawn(|| burn_cpu(Duration::from_millis(2)));
+    }
+    // A last long item keeps the workers sampled past the short ones.
+    wq.spawn(|| burn_cpu(Duration::from_millis(30)));
+    wq.flush();
+    let cpu = wq.stats().cpu_time;
+    eprintln!("cpu_time {cpu:?} for 230 ms burned");
+    assert!(
+        cpu >= Duration::from_millis(190) && cpu <= Duration::from_millis(300),
+        "cpu_time {cpu:?} for 230 ms burned"
+    );
+}

@@ -282,3 +282,34 @@ fn panicking_item_is_counted_and_the_pool_goes_on() {
     wait_for("counters", || wq.stats().completed == 2);
     assert_eq!(wq.stats().panicked, 1);
 }
+
+/// Highpri workqueues run in the highpri pools, whose workers run at nice -20 where the
+/// process may raise priority (`HIGHPRI_NICE_LEVEL`); normal ones at the process's nice.
+#[test]
+fn highpri_items_run_at_high_priority() {
+    let rt = rt(1);
+    let hi = rt.workqueue("hi").highpri().build().unwrap();
+    let lo = rt.workqueue("lo").build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    for (wq, tag) in [(&hi, "hi"), (&lo, "lo")] {
+        let seen = seen.clone();
+        wq.spawn(move || {
+            let nice = rustix::process::getpriority_process(None).unwrap();
+            let name = std::thread::current().name().unwrap_or("?").to_owned();
+            seen.lock().unwrap().push((tag, nice, name));
+        });
+    }
+    wait_for("both items", || seen.lock().unwrap().len() == 2);
+    let seen = seen.lock().unwrap().clone();
+    let hi_run = seen.iter().find(|s| s.0 == "hi").unwrap();
+    let lo_run = seen.iter().find(|s| s.0 == "lo").unwrap();
+    assert!(hi_run.2.starts_with("kworker/0:") && hi_run.2.ends_with('H'), "highpri worker named {}", hi_run.2);
+    assert!(!lo_run.2.contains('H'), "normal worker named {}", lo_run.2);
+    let own = rustix::process::getpriority_process(None).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(hi_run.1, -20);
+    } else {
+        eprintln!("not root: highpri nice {} (cannot raise priority)", hi_run.1);
+    }
+    assert_eq!(lo_run.1, own);
+}

@@ -111,7 +111,7 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
                 g.worker_set_sleeping(self.1, Sleeping::No);
             }
             // Restart the CPU-hog clock, as `wq_worker_running` resets `current_at`.
-            g.workers[self.1].mon.valid = false;
+            g.workers[self.1].mon.hog_valid = false;
         }
     }
     let _running = Running(&pool, me, entered);

@@ -43,7 +43,7 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<()> {
             mon: MonSample::default(),
         });
         g.nr_workers += 1;
-        (id, format!("kworker/{}:{id}", pool.tag()))
+        (id, worker_name(pool, id))
     };
     let p = pool.clone();
     let req = SpawnRequest {
@@ -78,6 +78,15 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<()> {
             }
             Err(e)
         }
+    }
+}
+
+/// The kernel's kworker names: `kworker/<cpu>:<id>`, `H` appended for highpri pools, and
+/// `kworker/u<pool>:<id>` for unbound pools.
+fn worker_name(pool: &WorkerPool, id: usize) -> String {
+    match pool.cpu {
+        Some(cpu) => format!("kworker/{cpu}:{id}{}", if pool.highpri { "H" } else { "" }),
+        None => format!("kworker/u{}:{id}", pool.id),
     }
 }
 

@@ -82,14 +82,16 @@ pub(crate) struct Current {
 /// What the monitor remembers of a busy worker between ticks. L.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct MonSample {
-    /// The execution (`Current::seq`) this sample belongs to.
+    /// The worker thread's total run time (ns) at the last sample, whatever it ran then. The
+    /// CPU time between two samples goes to the item running at the second (tick sampling, as
+    /// the kernel's `wq_worker_tick`), so none is lost when items change between samples.
+    pub(crate) runtime: Option<u64>,
+    /// The execution (`Current::seq`) `hog_base` belongs to.
     pub(crate) seq: u64,
-    /// The worker thread's total run time (ns) at the last sample.
-    pub(crate) runtime: u64,
     /// Run time when the item started or last woke (the kernel's `current_at`).
     pub(crate) hog_base: u64,
-    /// Whether `runtime`/`hog_base` are valid for `seq`.
-    pub(crate) valid: bool,
+    /// Whether `hog_base` is valid for `seq`.
+    pub(crate) hog_valid: bool,
 }
 
 /// A worker as its pool sees it. L: every field is guarded by the pool lock.
@@ -112,7 +114,7 @@ pub(crate) struct WorkerRec {
     /// The thread, for joining after it exits.
     pub(crate) handle: Option<thread::JoinHandle<()>>,
     /// Run-time probe of the worker's thread, for the monitor (None if /proc is unreadable).
-    pub(crate) probe: Option<Arc<crate::monitor::ThreadProbe>>,
+    pub(crate) probe: Option<Arc<crate::sys::ThreadProbe>>,
     /// Monitor state.
     pub(crate) mon: MonSample,
 }
@@ -243,7 +245,7 @@ impl WorkerPool {
         self.lock.lock()
     }
 
-    /// A short name for dumps and thread names: `0` or `0H` for per-CPU pools, `u3` for
+    /// A short name for messages: `0` or `0H` for per-CPU pools, `u3` for
     /// unbound ones.
     pub(crate) fn tag(&self) -> String {
         match self.cpu {

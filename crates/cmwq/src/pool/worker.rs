@@ -18,8 +18,8 @@
 //! dropping the last handle runs the user's destructors.
 
 use super::{flags, Current, Item, PoolGuard, PoolLocked, Sleeping, WorkerPool};
-use crate::monitor::ThreadProbe;
 use crate::sync::{Arc, Parker};
+use crate::sys::ThreadProbe;
 use crate::work::Work;
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -46,8 +46,11 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
     CURRENT.with(|c| *c.borrow_mut() = Some((pool.clone(), me)));
     if let Some(cpu) = pool.cpu {
         if pool.env.config.pin_workers {
-            crate::monitor::pin_current_thread(cpu);
+            crate::sys::pin_current_thread(cpu);
         }
+    }
+    if pool.highpri {
+        crate::sys::set_current_nice(crate::sys::HIGH_NICE);
     }
     let probe = ThreadProbe::open_current().map(Arc::new);
     // The last item run, dropped only while no lock is held.
@@ -180,7 +183,7 @@ fn finish_current(g: &mut PoolLocked, me: usize) {
     g.worker_set_sleeping(me, Sleeping::No);
     let w = &mut g.workers[me];
     w.current = None;
-    w.mon.valid = false;
+    w.mon.hog_valid = false;
 }
 
 impl WorkerPool {

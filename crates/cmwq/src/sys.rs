@@ -1,0 +1,108 @@
+//! Operating-system calls, all through well-kept crates (rustix, nix), no `unsafe`: thread
+//! CPU clocks and states (for the monitor), CPU affinity and the current CPU (per-CPU pools),
+//! and thread priorities (highpri pools, rescuers, the monitor).
+
+use nix::time::ClockId;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// Run-time probe of one thread.
+#[derive(Debug)]
+pub(crate) struct ThreadProbe {
+    /// The thread's CPU-time clock, readable from any thread of the process.
+    clock: ClockId,
+    /// `/proc/thread-self/stat`: the third field is the thread state.
+    stat: File,
+}
+
+impl ThreadProbe {
+    /// Opens the calling thread's probe.
+    pub(crate) fn open_current() -> Option<ThreadProbe> {
+        let probe = ThreadProbe {
+            clock: thread_cpu_clock(rustix::thread::gettid().as_raw_nonzero().get()),
+            stat: File::open("/proc/thread-self/stat").ok()?,
+        };
+        probe.runtime_ns().map(|_| probe)
+    }
+
+    /// Total CPU time of the thread in nanoseconds. This clock includes the time of the
+    /// current slice (the kernel updates the runtime before answering), unlike
+    /// `/proc/*/schedstat`, which lags by up to a scheduler tick.
+    pub(crate) fn runtime_ns(&self) -> Option<u64> {
+        let t = nix::time::clock_gettime(self.clock).ok()?;
+        Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+    }
+
+    /// Whether the thread is sleeping (state S) or in uninterruptible sleep (D).
+    pub(crate) fn is_sleeping(&self) -> bool {
+        let mut buf = [0u8; 512];
+        let Ok(n) = self.stat.read_at(&mut buf, 0) else {
+            return false;
+        };
+        let buf = &buf[..n];
+        // The state follows the last ')' (the command name may contain spaces and parens).
+        let Some(p) = buf.iter().rposition(|&b| b == b')') else {
+            return false;
+        };
+        matches!(buf.get(p + 2), Some(b'S') | Some(b'D'))
+    }
+}
+
+/// The CPU-time clock of thread `tid`: Linux encodes it as `(!tid << 3) | CPUCLOCK_SCHED (2) |
+/// CPUCLOCK_PERTHREAD_MASK (4)` (`MAKE_THREAD_CPUCLOCK`, include/linux/posix-timers.h), which is
+/// what `pthread_getcpuclockid` returns for that thread.
+fn thread_cpu_clock(tid: i32) -> ClockId {
+    ClockId::from_raw((!tid << 3) | 6)
+}
+
+/// The CPUs the process may use, as the first thread that pins itself found them (threads
+/// inherit the mask of the thread that created them, and cmwq never narrows a non-worker's).
+fn allowed_cpus() -> &'static [usize] {
+    use rustix::thread::{sched_getaffinity, CpuSet};
+    static ALLOWED: crate::sync::OnceLock<Vec<usize>> = crate::sync::OnceLock::new();
+    ALLOWED.get_or_init(|| match sched_getaffinity(None) {
+        Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+        Err(_) => Vec::new(),
+    })
+}
+
+/// Pins the calling thread to `cpu` (modulo the CPUs the process may use).
+pub(crate) fn pin_current_thread(cpu: usize) {
+    use rustix::thread::{sched_setaffinity, CpuSet};
+    let cpus = allowed_cpus();
+    if cpus.is_empty() {
+        return;
+    }
+    let mut set = CpuSet::new();
+    set.set(cpus[cpu % cpus.len()]);
+    let _ = sched_setaffinity(None, &set);
+}
+
+/// Lets the calling thread run on every CPU the process may use again.
+pub(crate) fn unpin_current_thread() {
+    use rustix::thread::{sched_setaffinity, CpuSet};
+    let cpus = allowed_cpus();
+    if cpus.is_empty() {
+        return;
+    }
+    let mut set = CpuSet::new();
+    for &c in cpus {
+        set.set(c);
+    }
+    let _ = sched_setaffinity(None, &set);
+}
+
+/// The CPU the calling thread runs on, folded onto `nr_cpus` modelled CPUs.
+pub(crate) fn current_cpu(nr_cpus: usize) -> usize {
+    rustix::thread::sched_getcpu() % nr_cpus
+}
+
+/// The nice level of highpri workers and rescuers (`HIGHPRI_NICE_LEVEL`, `RESCUER_NICE_LEVEL`
+/// = `MIN_NICE`), and of the monitor, which stands in for scheduler hooks.
+pub(crate) const HIGH_NICE: i32 = -20;
+
+/// Sets the calling thread's nice level (on Linux, nice is per thread). Without the privilege
+/// to raise priority (CAP_SYS_NICE) this quietly does nothing: the thread keeps its own.
+pub(crate) fn set_current_nice(nice: i32) {
+    let _ = rustix::process::setpriority_process(None, nice);
+}
