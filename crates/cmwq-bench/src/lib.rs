@@ -1,6 +1,16 @@
-//! cmwq benchmarks: workloads B1-B5 of spec/peers.md section 6, each run side by side against
-//! rayon, tokio (`spawn_blocking`), the threadpool crate and a crossbeam-channel pool, in the
-//! same process and the same run, with the targets of DESIGN.md section 6 as ratio metrics.
+//! cmwq benchmarks: workloads B1-B5 and B7-B9 of spec/peers.md section 6, each run side by
+//! side against rayon, tokio (`spawn_blocking`), the threadpool crate and a crossbeam-channel
+//! pool (or, where a workload compares semantics rather than pools, the peers it names), in the
+//! same process and the same run, with the targets of DESIGN.md section 6 as ratio metrics and
+//! `meets_target` flags.
+//!
+//! * B1 tiny-item throughput, B2 wake-up latency and idle cost, B3 blocking fan-out, B4 mixed
+//!   CPU and blocking, B5 an item waiting on one queued behind it;
+//! * B7 requeue storm: one item queued 1,000,000 times by 4 producers (coalescing,
+//!   non-reentrancy, no lost request);
+//! * B8 10,000 delayed items, half cancelled with `cancel_sync` (timer lateness, cancel
+//!   latency, nothing running after a cancel returns);
+//! * B9 1,000,000 items through an ordered workqueue against one consumer thread.
 //!
 //! Every measured run builds a fresh pool (a private `cmwq::Runtime` for cmwq), so thread
 //! creation is measured alike for all, and systems run one after another, so process-wide
@@ -17,18 +27,21 @@ mod b2;
 mod b3;
 mod b4;
 mod b5;
+mod b7;
+mod b8;
+mod b9;
 pub mod measure;
 pub mod peers;
 
 use std::collections::BTreeMap;
 
 /// The workloads, in the order a full run takes them.
-pub const WORKLOADS: &[&str] = &["b1", "b2", "b3", "b4", "b5"];
+pub const WORKLOADS: &[&str] = &["b1", "b2", "b3", "b4", "b5", "b7", "b8", "b9"];
 
 /// One measured number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    /// The workload (`"b1"`..`"b5"`).
+    /// The workload (`"b1"`..`"b9"`).
     pub workload: String,
     /// The system (`"cmwq"`, `"rayon"`, `"tokio"`, `"threadpool"`, `"crossbeam"`).
     pub system: String,
@@ -97,6 +110,9 @@ pub fn run(workloads: &[String], progress: &mut dyn FnMut(&str)) -> Result<Vec<R
             "b3" => b3::run(&mut report)?,
             "b4" => b4::run(&mut report)?,
             "b5" => b5::run(&mut report)?,
+            "b7" => b7::run(&mut report)?,
+            "b8" => b8::run(&mut report)?,
+            "b9" => b9::run(&mut report)?,
             _ => unreachable!("validated above"),
         }
     }
@@ -202,8 +218,8 @@ mod tests {
 
     #[test]
     fn unknown_workload_is_an_error() {
-        let err = run(&["b9".into()], &mut |_| {}).unwrap_err();
-        assert!(err.contains("b9") && err.contains("b1, b2"), "{err}");
+        let err = run(&["b99".into()], &mut |_| {}).unwrap_err();
+        assert!(err.contains("b99") && err.contains("b1, b2"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cmwq-bench [--json] [WORKLOAD...]   (workloads: b1 b2 b3 b4 b5)";
+const USAGE: &str = "usage: cmwq-bench [--json] [WORKLOAD...]   (workloads: b1 b2 b3 b4 b5 b7 b8 b9)";
 
 fn main() -> ExitCode {
     let mut json = false;
