@@ -157,7 +157,7 @@ impl WorkerPool {
         let loc = if active { Loc::Worklist } else { Loc::Inactive };
         let entry = Entry { item: Item::Work(work), pwq: slot, color, inactive: !active, linked: false, loc };
         if active && g.worklist.is_empty() {
-            g.last_progress = self.env.clock.now();
+            g.progress += 1;
         }
         let idx = g.with_list(loc, slot, |l, n| l.push_back(n, entry));
         let Item::Work(work) = &g.nodes.get(idx).item else { unreachable!() };
@@ -185,7 +185,7 @@ impl WorkerPool {
         }
         g.pwqs[slot as usize].nr_active += 1;
         if g.worklist.is_empty() {
-            g.last_progress = self.env.clock.now();
+            g.progress += 1;
         }
         g.nodes.get_mut(idx).inactive = false;
         g.move_linked(idx, Loc::Worklist, NIL);
@@ -199,9 +199,10 @@ impl WorkerPool {
     pub(crate) fn dec_nr_in_flight(&self, g: &mut PoolLocked, slot: u32, color: u8, inactive: bool) {
         if !inactive {
             g.pwqs[slot as usize].nr_active -= 1;
-            if self.activate_first_inactive(g, slot) {
-                self.kick_pool(g);
-            }
+            // No kick, as in the kernel's `pwq_dec_nr_active`: the caller is a worker that
+            // goes on with the worklist (`keep_working`), or a canceller on a pool whose
+            // workers are already kicked for the items they have.
+            self.activate_first_inactive(g, slot);
         }
         let pwq = &mut g.pwqs[slot as usize];
         pwq.nr_in_flight[color as usize] -= 1;

@@ -155,8 +155,10 @@ pub(crate) struct PoolLocked {
     pub(crate) idle_timer_armed: bool,
     /// The worker-creation retry timer is armed (pools that have no worker to manage them).
     pub(crate) create_timer_armed: bool,
-    /// Last time the worklist made progress (watchdog).
-    pub(crate) last_progress: Instant,
+    /// Bumped whenever the worklist makes progress (`last_progress_ts`: an item queued or
+    /// activated onto an empty worklist, a worker starting a batch); a stall watchdog compares
+    /// it between its checks. A counter costs no clock read on the hot path.
+    pub(crate) progress: u64,
     /// Next execution sequence number.
     pub(crate) next_seq: u64,
     /// Threads of exited workers, to be joined outside the lock.
@@ -205,7 +207,6 @@ pub(crate) type PoolGuard<'a> = MutexGuard<'a, PoolLocked>;
 impl WorkerPool {
     /// A new pool, registered in the process-wide pool table (which assigns its id).
     pub(crate) fn new(cpu: Option<usize>, highpri: bool, env: Arc<Env>) -> Arc<WorkerPool> {
-        let now = env.clock.now();
         registry::register(|id| WorkerPool {
             id,
             cpu,
@@ -223,7 +224,7 @@ impl WorkerPool {
                 manager_active: false,
                 idle_timer_armed: false,
                 create_timer_armed: false,
-                last_progress: now,
+                progress: 0,
                 next_seq: 0,
                 exited: Vec::new(),
                 dying: false,

@@ -105,7 +105,7 @@ pub(crate) fn process_scheduled_works<'a>(
     me: usize,
     deferred: &mut Option<Work>,
 ) -> PoolGuard<'a> {
-    g.last_progress = pool.env.clock.now();
+    g.progress += 1;
     while let Some(idx) = g.workers[me].scheduled.front() {
         let e = g.remove_entry(idx);
         match e.item {

@@ -76,6 +76,8 @@ fn steal_queued(work: &Work) -> bool {
     }
     let e = g.remove_entry(idx);
     pool.dec_nr_in_flight(&mut g, e.pwq, e.color, e.inactive);
+    // The removal may have activated the next inactive item: make sure a worker sees it.
+    pool.kick_pool(&mut g);
     work.state().steal_queued();
     drop(g);
     // `e` holds a handle on the item; the caller holds another, so no user destructor runs
