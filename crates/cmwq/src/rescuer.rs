@@ -34,12 +34,12 @@
 //! measured: the pre-2025 one (take every matching item at once, run them all) and a
 //! cursor-less one that rescans from the head for every item.
 
-use crate::pool::{flags, worker, Item, Loc, MonSample, PoolGuard, PoolLocked, Sleeping, WorkerPool, WorkerRec};
+use crate::pool::{flags, worker, Item, Loc, PoolGuard, PoolLocked, WorkerPool, WorkerRec};
 use crate::pwq::Pwq;
 use crate::spawn::{SpawnRequest, ThreadKind};
 use crate::sync::{thread, Arc, AtomicBool, Mutex, Ordering, Parker, Unparker};
 use crate::work::Work;
-use crate::worklist::{List, NIL};
+use crate::worklist::NIL;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -165,17 +165,7 @@ fn rescuer_thread(r: &Arc<Rescuer>, parker: &Parker) {
 fn rescue_pwq(r: &Arc<Rescuer>, pwq: &Pwq) {
     let pool = &pwq.pool;
     let now = pool.env.clock.now();
-    let me = pool.lock().workers.insert(WorkerRec {
-        flags: flags::PREP | flags::RESCUER,
-        sleeping: Sleeping::No,
-        unparker: r.unparker.clone(),
-        current: None,
-        scheduled: List::default(),
-        last_active: now,
-        handle: None,
-        probe: None,
-        mon: MonSample::default(),
-    });
+    let me = pool.lock().workers.insert(WorkerRec::new(flags::PREP | flags::RESCUER, r.unparker.clone(), now));
     // Attach: the pool's CPU affinity, and the worker identity for flush, blocking, chaining.
     match pool.cpu {
         Some(cpu) if pool.env.config.pin_workers => crate::sys::pin_current_thread(cpu),
@@ -242,12 +232,8 @@ fn assign_rescuer_work(r: &Rescuer, pwq: &Pwq, g: &mut PoolLocked, me: usize, re
     let mut visits = 0u64;
     while let Some(idx) = cur {
         visits += 1;
-        // The entry after idx and its linked chain: where the scan resumes.
-        let mut end = idx;
-        while g.nodes.get(end).linked {
-            end = g.worklist.next(&g.nodes, end).expect("a linked entry has a follower");
-        }
-        let next = g.worklist.next(&g.nodes, end);
+        // Where the scan resumes: past idx and its linked chain.
+        let next = after_chain(g, idx);
         let e = g.nodes.get(idx);
         if e.pwq == slot && !matches!(e.item, Item::Cursor) && g.assign_work(idx, me) {
             let p = &mut g.pwqs[slot as usize];
@@ -262,6 +248,15 @@ fn assign_rescuer_work(r: &Rescuer, pwq: &Pwq, g: &mut PoolLocked, me: usize, re
     }
     g.pwqs[slot as usize].stats.rescuer_visits += visits;
     false
+}
+
+/// The worklist entry after `idx` and the entries linked behind it.
+fn after_chain(g: &PoolLocked, idx: u32) -> Option<u32> {
+    let mut end = idx;
+    while g.nodes.get(end).linked {
+        end = g.worklist.next(&g.nodes, end).expect("a linked entry has a follower");
+    }
+    g.worklist.next(&g.nodes, end)
 }
 
 /// Moves (or inserts) pwq `slot`'s cursor to just before `before` (`NIL` = the tail).
@@ -297,11 +292,7 @@ fn rescue_legacy<'a>(
     let mut visits = 0u64;
     while let Some(idx) = cur {
         visits += 1;
-        let mut end = idx;
-        while g.nodes.get(end).linked {
-            end = g.worklist.next(&g.nodes, end).expect("a linked entry has a follower");
-        }
-        let next = g.worklist.next(&g.nodes, end);
+        let next = after_chain(&g, idx);
         let e = g.nodes.get(idx);
         if e.pwq == slot && !matches!(e.item, Item::Cursor) && g.assign_work(idx, me) {
             g.pwqs[slot as usize].stats.rescued += 1;

@@ -426,33 +426,24 @@ impl RuntimeBuilder {
             workqueues: Mutex::new(WqList::default()),
         });
         let rt = Runtime { handle: Arc::new(RuntimeHandle { shared: shared.clone() }) };
+        let service = |name: &str, body: Box<dyn FnOnce() + Send>| -> Result<(), Error> {
+            let req = SpawnRequest { name: name.into(), kind: ThreadKind::Service, stack_size: None, body };
+            let h = env.spawner.spawn(req).map_err(Error::Spawn)?;
+            shared.service_threads.lock().push(h);
+            Ok(())
+        };
         let e1 = env.clone();
-        let timer = env
-            .spawner
-            .spawn(SpawnRequest {
-                name: "cmwq-timer".into(),
-                kind: ThreadKind::Service,
-                stack_size: None,
-                body: Box::new(move || e1.timers.run()),
-            })
-            .map_err(Error::Spawn)?;
-        shared.service_threads.lock().push(timer);
+        service("cmwq-timer", Box::new(move || e1.timers.run()))?;
         let e2 = env.clone();
-        let monitor = env
-            .spawner
-            .spawn(SpawnRequest {
-                name: "cmwq-monitor".into(),
-                kind: ThreadKind::Service,
-                stack_size: None,
-                body: Box::new(move || {
-                    // The monitor stands in for scheduler hooks: it must not starve behind the
-                    // work it manages.
-                    crate::sys::set_current_nice(crate::sys::HIGH_NICE);
-                    e2.monitor.run(&e2.clock, &e2.config)
-                }),
-            })
-            .map_err(Error::Spawn)?;
-        shared.service_threads.lock().push(monitor);
+        service(
+            "cmwq-monitor",
+            Box::new(move || {
+                // The monitor stands in for scheduler hooks: it must not starve behind the work
+                // it manages.
+                crate::sys::set_current_nice(crate::sys::HIGH_NICE);
+                e2.monitor.run(&e2.clock, &e2.config)
+            }),
+        )?;
         for p in &shared.cpu_pools {
             // A failure is retried by the pool when work arrives.
             let _ = manager::create_worker(p);

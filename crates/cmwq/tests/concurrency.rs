@@ -58,10 +58,10 @@ fn sleeping_worker_is_noticed_without_hints() {
     let second = Latch::new();
     let s2 = second.clone();
     wq.spawn(move || s2.open());
+    // The bound is generous on purpose (a loaded CI machine); the benchmarks measure the
+    // actual delay (b4, b5).
     wait_for_within("the second item while the first sleeps", Duration::from_secs(2), || second.is_open());
-    let delay = t.elapsed();
-    eprintln!("second item started {delay:?} after queueing");
-    assert!(delay < Duration::from_millis(100), "detection took {delay:?}");
+    eprintln!("second item started {:?} after queueing", t.elapsed());
     assert!(wq.stats().cm_wakeup >= 1, "{:?}", wq.stats());
     gate.open();
     wait_for("both", || wq.stats().completed == 2);
@@ -100,7 +100,7 @@ fn cpu_hog_stops_counting_after_threshold() {
     let (h2, st2) = (hog_done.clone(), started.clone());
     wq.spawn(move || {
         st2.open();
-        spin(Duration::from_millis(300));
+        burn_cpu(Duration::from_millis(300));
         h2.store(1, Ordering::SeqCst);
     });
     started.wait();
@@ -113,7 +113,7 @@ fn cpu_hog_stops_counting_after_threshold() {
     assert_eq!(s.cpu_intensive, 1, "{s:?}");
     wait_for("the hog", || wq.stats().completed == 2);
     let cpu = wq.stats().cpu_time;
-    assert!(cpu >= Duration::from_millis(100), "sampled CPU time {cpu:?} for a 300 ms spin");
+    assert!(cpu >= Duration::from_millis(250), "sampled CPU time {cpu:?} for 300 ms of CPU burned");
 }
 
 /// The `cpu_intensive` flag: items never count toward concurrency, so CPU-bound items of such
@@ -137,35 +137,41 @@ fn cpu_intensive_queue_does_not_hold_back_items() {
     assert!(c.max() >= 2, "cpu_intensive items ran one at a time");
 }
 
-/// The kernel documentation's example (workqueue.rst): w0 burns 5 ms, sleeps 10 ms, burns
-/// 5 ms; w1 and w2 burn 5 ms then sleep 10 ms. One worker at a time takes ~50 ms; with
-/// concurrency management ~25 ms. Loose bound here (timing tests are not benchmarks): under
-/// 45 ms shows the sleeps overlapped with other items' CPU work.
+/// The kernel documentation's example (workqueue.rst): w0 burns CPU, sleeps, burns again;
+/// w1 and w2 burn, then sleep. With one worker at a time they run one after another; with
+/// concurrency management w1 and w2 run while w0 sleeps. Asserted by the order of events (w1
+/// and w2 both start before w0 ends), not by time: timing is for the benchmarks. The sleeps are
+/// long (50 ms) so that a loaded machine still notices them in time.
 #[test]
 fn kernel_doc_example_overlaps_sleep_with_work() {
     let rt = Runtime::builder().cpus(1).build();
     let wq = rt.workqueue("docexample").build().unwrap();
-    let done = Arc::new(AtomicUsize::new(0));
-    let t = Instant::now();
-    let d = done.clone();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ev = |tag: &'static str| {
+        let events = events.clone();
+        move || events.lock().unwrap().push(tag)
+    };
+    let (s0, e0) = (ev("w0 start"), ev("w0 end"));
     wq.spawn(move || {
-        spin(Duration::from_millis(5));
-        std::thread::sleep(Duration::from_millis(10));
-        spin(Duration::from_millis(5));
-        d.fetch_add(1, Ordering::SeqCst);
+        s0();
+        burn_cpu(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(50));
+        burn_cpu(Duration::from_millis(5));
+        e0();
     });
-    for _ in 0..2 {
-        let d = done.clone();
+    for (start, end) in [(ev("w1 start"), ev("w1 end")), (ev("w2 start"), ev("w2 end"))] {
         wq.spawn(move || {
-            spin(Duration::from_millis(5));
-            std::thread::sleep(Duration::from_millis(10));
-            d.fetch_add(1, Ordering::SeqCst);
+            start();
+            burn_cpu(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(50));
+            end();
         });
     }
-    wait_for("3 items", || done.load(Ordering::SeqCst) == 3);
-    let el = t.elapsed();
-    eprintln!("kernel doc example: {el:?} (classic 50 ms, cmwq ideal 25 ms)");
-    assert!(el < Duration::from_millis(45), "took {el:?}");
+    wait_for("6 events", || events.lock().unwrap().len() == 6);
+    let ev = events.lock().unwrap().clone();
+    let at = |tag| ev.iter().position(|e| *e == tag).unwrap();
+    assert!(at("w1 start") < at("w0 end") && at("w2 start") < at("w0 end"), "no overlap: {ev:?}");
+    assert!(wq.stats().cm_wakeup >= 2, "{:?}", wq.stats());
 }
 
 #[test]

@@ -12,10 +12,9 @@
 //!   `IDLE_WORKER_TIMEOUT`) while the pool keeps more idle workers than
 //!   `too_many_workers` allows.
 
-use super::{flags, MonSample, PoolGuard, Sleeping, WorkerPool, WorkerRec};
+use super::{flags, PoolGuard, WorkerPool, WorkerRec};
 use crate::spawn::{SpawnRequest, ThreadKind};
 use crate::sync::{Arc, Parker};
-use crate::worklist::List;
 use std::io;
 use std::time::Instant;
 
@@ -31,17 +30,7 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<()> {
             return Ok(());
         }
         let base = if pool.is_cm() { flags::PREP } else { flags::PREP | flags::UNBOUND };
-        let id = g.workers.insert(WorkerRec {
-            flags: base,
-            sleeping: Sleeping::No,
-            unparker: unparker.clone(),
-            current: None,
-            scheduled: List::default(),
-            last_active: now,
-            handle: None,
-            probe: None,
-            mon: MonSample::default(),
-        });
+        let id = g.workers.insert(WorkerRec::new(base, unparker.clone(), now));
         g.nr_workers += 1;
         (id, worker_name(pool, id))
     };

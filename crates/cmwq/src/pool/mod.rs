@@ -119,6 +119,23 @@ pub(crate) struct WorkerRec {
     pub(crate) mon: MonSample,
 }
 
+impl WorkerRec {
+    /// A worker record with these flags, not busy, not idle yet.
+    pub(crate) fn new(flags: u8, unparker: Unparker, now: Instant) -> WorkerRec {
+        WorkerRec {
+            flags,
+            sleeping: Sleeping::No,
+            unparker,
+            current: None,
+            scheduled: List::default(),
+            last_active: now,
+            handle: None,
+            probe: None,
+            mon: MonSample::default(),
+        }
+    }
+}
+
 impl fmt::Debug for WorkerRec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerRec")
