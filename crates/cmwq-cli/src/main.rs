@@ -2,7 +2,9 @@
 //! workqueue in userspace Rust).
 //!
 //! * `cmwq demo` runs a realistic mix of blocking and CPU-bound work on cmwq with a live
-//!   wq_monitor-style table, then the same items on a fixed thread pool, and compares.
+//!   wq_monitor-style table, then a period of memory pressure in which no thread can be created
+//!   (the rescuer keeps the `mem_reclaim` write-back moving), then the first phase's items on a
+//!   fixed thread pool, and compares.
 //! * `cmwq bench` runs the benchmark workloads of the `cmwq-bench` crate.
 
 mod bench;
@@ -24,19 +26,27 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a realistic mix of blocking I/O and CPU work on cmwq with a live table, then the
-    /// same items on a fixed pool of plain threads, and compare.
+    /// Run a realistic mix of blocking I/O and CPU work on cmwq with a live table, then a
+    /// period in which no thread can be created, then the first items on a fixed pool of plain
+    /// threads, and compare.
     ///
     /// Items: a write-back pipeline whose items block on a socket read answered by a simulated
     /// device, synchronous sleeps (fsync), reads with CPU post-processing (readahead), and
     /// CPU burns, some over the 10 ms CPU-intensive threshold; on per-CPU and unbound
     /// workqueues. The table has the columns of the kernel's tools/workqueue/wq_monitor.py:
     /// total (items started), infl (in flight), CPUtime (seconds), CPUitsv (items marked
-    /// CPU-intensive), CMW (concurrency-management wake-ups). It is redrawn in place on a
-    /// terminal and printed block after block otherwise.
+    /// CPU-intensive), CMW (concurrency-management wake-ups), mayday (calls for the rescuer)
+    /// and rescued (items the rescuer ran), the last two for mem_reclaim workqueues only. It is
+    /// redrawn in place on a terminal and printed block after block otherwise.
+    ///
+    /// Then, on the same runtime, memory pressure for 3/8 of --duration (1 to 3 s): every new
+    /// worker thread is refused and allocations block. Write-back items keep arriving on the
+    /// mem_reclaim writeback workqueue and prefetch items (allocate, then read) on a per-CPU
+    /// workqueue without mem_reclaim; the summary says how the rescuer kept write-back going
+    /// and how long the prefetch items waited. The fixed pool does not get this period.
     Demo {
         /// Seconds during which items arrive (the whole demo takes about two to three times
-        /// as long, for the fixed pool's run).
+        /// as long, for the fixed pool's run, plus the memory-pressure period).
         #[arg(long, value_name = "SECS", default_value_t = 8.0)]
         duration: f64,
         /// A short run for smoke tests (same as --duration 1).

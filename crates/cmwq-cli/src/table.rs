@@ -1,10 +1,11 @@
 //! Rendering of workqueue statistics in the columns of the kernel's
-//! `tools/workqueue/wq_monitor.py` (`total infl CPUtime CPUitsv CMW`), plus the demo's
-//! progress line. Pure functions over snapshots, so they are unit-tested here.
+//! `tools/workqueue/wq_monitor.py` (`total infl CPUtime CPUitsv CMW mayday rescued`), plus the
+//! demo's progress line. Pure functions over snapshots, so they are unit-tested here.
 //!
 //! As in wq_monitor, `CPUitsv` and `CMW` are shown as `-` for unbound workqueues: they have no
 //! concurrency management (the kernel shows its repatriation count in that column instead,
-//! which cmwq does not have).
+//! which cmwq does not have); `mayday` and `rescued` are shown only for `mem_reclaim`
+//! workqueues (the ones with a rescuer), `-` for the others.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -16,6 +17,8 @@ pub struct WqRow {
     pub name: String,
     /// Whether it is unbound (no concurrency management).
     pub unbound: bool,
+    /// Whether it is `mem_reclaim` (has a rescuer).
+    pub mem_reclaim: bool,
     /// Items started (`total`).
     pub started: u64,
     /// Items completed.
@@ -26,19 +29,26 @@ pub struct WqRow {
     pub cpu_intensive: u64,
     /// Concurrency-management wake-ups (`CMW`).
     pub cm_wakeup: u64,
+    /// Times a pool called this workqueue's rescuer (`mayday`).
+    pub mayday: u64,
+    /// Items the rescuer ran (`rescued`).
+    pub rescued: u64,
 }
 
 impl WqRow {
     /// A row from a workqueue's stats.
-    pub fn from_stats(name: &str, unbound: bool, s: &cmwq::WqStats) -> WqRow {
+    pub fn from_stats(name: &str, unbound: bool, mem_reclaim: bool, s: &cmwq::WqStats) -> WqRow {
         WqRow {
             name: name.to_owned(),
             unbound,
+            mem_reclaim,
             started: s.started,
             completed: s.completed,
             cpu_time: s.cpu_time,
             cpu_intensive: s.cpu_intensive,
             cm_wakeup: s.cm_wakeup,
+            mayday: s.mayday,
+            rescued: s.rescued,
         }
     }
 
@@ -50,7 +60,10 @@ impl WqRow {
 
 /// The header line, aligned like wq_monitor's.
 pub fn header() -> String {
-    format!("{:>24} {:>8} {:>5} {:>8} {:>7} {:>7}", "", "total", "infl", "CPUtime", "CPUitsv", "CMW")
+    format!(
+        "{:>24} {:>8} {:>5} {:>8} {:>7} {:>7} {:>7} {:>7}",
+        "", "total", "infl", "CPUtime", "CPUitsv", "CMW", "mayday", "rescued"
+    )
 }
 
 /// The last 24 characters of a name, as wq_monitor's `name[-24:]`.
@@ -69,14 +82,18 @@ pub fn row(r: &WqRow) -> String {
     } else {
         (r.cpu_intensive.to_string(), r.cm_wakeup.to_string())
     };
+    let (mayday, rescued) =
+        if r.mem_reclaim { (r.mayday.to_string(), r.rescued.to_string()) } else { ("-".to_owned(), "-".to_owned()) };
     format!(
-        "{:<24} {:>8} {:>5} {:>8.1} {:>7} {:>7}",
+        "{:<24} {:>8} {:>5} {:>8.1} {:>7} {:>7} {:>7} {:>7}",
         tail24(&r.name),
         r.started,
         r.in_flight(),
         r.cpu_time.as_secs_f64(),
         itsv,
-        cmw
+        cmw,
+        mayday,
+        rescued
     )
 }
 
@@ -144,32 +161,46 @@ mod tests {
         WqRow {
             name: name.into(),
             unbound,
+            mem_reclaim: false,
             started: 18545,
             completed: 18540,
             cpu_time: Duration::from_millis(6150),
             cpu_intensive: 3,
             cm_wakeup: 42,
+            mayday: 7,
+            rescued: 19,
         }
     }
 
     #[test]
     fn header_matches_wq_monitor_layout() {
         let h = header();
-        assert_eq!(h.len(), 24 + 1 + 8 + 1 + 5 + 1 + 8 + 1 + 7 + 1 + 7);
-        assert!(h.ends_with("   total  infl  CPUtime CPUitsv     CMW"), "{h:?}");
+        assert_eq!(h.len(), 24 + 1 + 8 + 1 + 5 + 1 + 8 + 1 + 7 + 1 + 7 + 1 + 7 + 1 + 7);
+        assert!(h.ends_with("   total  infl  CPUtime CPUitsv     CMW  mayday rescued"), "{h:?}");
     }
 
     #[test]
     fn percpu_row() {
         let line = row(&r("events", false));
-        assert_eq!(line, "events                      18545     5      6.2       3      42");
+        assert_eq!(line, "events                      18545     5      6.2       3      42       -       -");
         assert_eq!(line.len(), header().len());
+    }
+
+    #[test]
+    fn mem_reclaim_row_shows_rescuer_counters() {
+        let mut x = r("writeback", false);
+        x.mem_reclaim = true;
+        let line = row(&x);
+        assert!(line.ends_with("      42       7      19"), "{line:?}");
+        assert_eq!(line.len(), header().len());
+        x.unbound = true;
+        assert!(row(&x).ends_with("      -       -       7      19"), "{:?}", row(&x));
     }
 
     #[test]
     fn unbound_row_dashes() {
         let line = row(&r("events_unbound", true));
-        assert!(line.ends_with("      -       -"), "{line:?}");
+        assert!(line.ends_with("      -       -       -       -"), "{line:?}");
         assert_eq!(line.len(), header().len());
     }
 
@@ -200,9 +231,12 @@ mod tests {
         s.started = 7;
         s.completed = 5;
         s.cm_wakeup = 2;
-        let row = WqRow::from_stats("w", false, &s);
+        s.mayday = 3;
+        s.rescued = 4;
+        let row = WqRow::from_stats("w", false, true, &s);
         assert_eq!(row.in_flight(), 2);
         assert_eq!(row.cm_wakeup, 2);
+        assert_eq!((row.mem_reclaim, row.mayday, row.rescued), (true, 3, 4));
     }
 
     #[test]

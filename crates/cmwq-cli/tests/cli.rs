@@ -1,5 +1,6 @@
 //! End-to-end tests of the `cmwq` binary: `--help` lists the subcommands, and
-//! `demo --quick` finishes within a deadline, exits 0 and prints its summary.
+//! `demo --quick` finishes within a deadline, exits 0 and prints its table (with the rescuer's
+//! columns) and its summary, including the no-thread phase.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -54,6 +55,35 @@ fn demo_quick_finishes_with_summary() {
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("CPUitsv") && out.contains("CMW"), "{out}");
     assert!(out.contains("summary"), "{out}");
+    // The wq_monitor columns of the rescuer: numbers for the mem_reclaim workqueue, '-' for
+    // the others.
+    let header = out.lines().find(|l| l.contains("total") && l.contains("CMW")).expect("table header");
+    assert!(header.trim_end().ends_with("CMW  mayday rescued"), "{header}");
+    let cols = |name: &str| -> Vec<String> {
+        let row = out.lines().rfind(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} row"));
+        row.split_whitespace().map(str::to_owned).collect()
+    };
+    let wb = cols("writeback ");
+    assert_eq!(wb.len(), 8, "{wb:?}");
+    assert!(wb[6].parse::<u64>().is_ok() && wb[7].parse::<u64>().is_ok(), "{wb:?}");
+    let pf = cols("prefetch ");
+    assert_eq!(&pf[6..], ["-", "-"], "{pf:?}");
+    // The memory-pressure phase ran and is summed up.
+    assert!(out.contains("phase 2: memory pressure"), "{out}");
+    assert!(out.contains("NO THREAD CAN BE CREATED"), "{out}");
+    let line = |start: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("no '{start}' line in:\n{out}"))
+    };
+    assert!(line("memory pressure in cmwq").contains("no thread could be created"), "{out}");
+    assert!(line("worker creation refused").contains("times"), "{out}");
+    let wb = line("writeback (mem_reclaim): mayday");
+    assert!(wb.contains("rescued") && wb.contains("completed") && wb.contains("longest wait"), "{wb}");
+    assert!(wb.contains(" all "), "a mem_reclaim item queued without threads did not complete: {wb}");
+    let pf = line("prefetch (no mem_reclaim");
+    assert!(pf.contains("longest wait"), "{pf}");
+    assert!(line("memory and thread creation came back").contains("workers alive"), "{out}");
     let result =
         out.lines().find(|l| l.starts_with("result: cmwq")).unwrap_or_else(|| panic!("no result line in:\n{out}"));
     assert!(result.contains("fixed pool"), "{result}");

@@ -6,6 +6,10 @@
 //! amount of CPU *work* (a calibrated number of loop iterations, not a wall-clock span), so the
 //! same item costs the same CPU on any executor, however many threads share the CPUs.
 //!
+//! For the demo's memory-pressure phase, an item can also first allocate memory
+//! ([`Block::Alloc`]): while [`Memory`] is short, that blocks (on a condition variable) until
+//! memory comes back, as an allocation in direct reclaim waits for reclaim to make progress.
+//!
 //! None of this uses `cmwq::blocking`: cmwq must find out on its own that a worker sleeps.
 
 use std::cmp::Reverse;
@@ -13,6 +17,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,6 +30,8 @@ pub enum Block {
     Sleep(Duration),
     /// A blocking read on a Unix socket, answered by the device after this long.
     Pipe(Duration),
+    /// Allocate memory (block while [`Memory`] is short), then a socket read like `Pipe`.
+    Alloc(Duration),
 }
 
 /// One unit of demo work: block, then burn CPU.
@@ -38,11 +45,15 @@ pub struct Item {
 
 impl Item {
     /// Runs the item on the calling thread.
-    pub fn run(&self, device: &Device, burner: &Burner) {
+    pub fn run(&self, device: &Device, burner: &Burner, memory: &Memory) {
         match self.block {
             Block::None => {}
             Block::Sleep(d) => thread::sleep(d),
             Block::Pipe(d) => device.read_after(d),
+            Block::Alloc(d) => {
+                memory.allocate();
+                device.read_after(d);
+            }
         }
         burner.burn_us(self.cpu_us);
     }
@@ -51,9 +62,34 @@ impl Item {
     pub fn nominal(&self) -> Duration {
         let b = match self.block {
             Block::None => Duration::ZERO,
-            Block::Sleep(d) | Block::Pipe(d) => d,
+            Block::Sleep(d) | Block::Pipe(d) | Block::Alloc(d) => d,
         };
         b + Duration::from_micros(u64::from(self.cpu_us))
+    }
+}
+
+/// Simulated free memory: plenty, or short (allocations block until it is plenty again).
+#[derive(Debug, Default)]
+pub struct Memory {
+    short: Mutex<bool>,
+    back: Condvar,
+}
+
+impl Memory {
+    /// Makes memory short (`true`) or gives it back (`false`), waking blocked allocations.
+    pub fn set_short(&self, short: bool) {
+        *self.short.lock().unwrap_or_else(PoisonError::into_inner) = short;
+        if !short {
+            self.back.notify_all();
+        }
+    }
+
+    /// An allocation: returns at once unless memory is short, else when it comes back.
+    pub fn allocate(&self) {
+        let mut g = self.short.lock().unwrap_or_else(PoisonError::into_inner);
+        while *g {
+            g = self.back.wait(g).unwrap_or_else(PoisonError::into_inner);
+        }
     }
 }
 
@@ -220,9 +256,31 @@ mod tests {
         let b = Burner::with_rate(1.0);
         let it = Item { block: Block::Sleep(Duration::from_millis(5)), cpu_us: 100 };
         let t = Instant::now();
-        it.run(&dev, &b);
+        it.run(&dev, &b, &Memory::default());
         assert!(t.elapsed() >= Duration::from_millis(5));
         assert_eq!(it.nominal(), Duration::from_micros(5100));
+    }
+
+    #[test]
+    fn allocation_waits_while_memory_is_short() {
+        let dev = Device::start().unwrap();
+        let mem = std::sync::Arc::new(Memory::default());
+        let it = Item { block: Block::Alloc(Duration::from_millis(1)), cpu_us: 0 };
+        // Plenty of memory: no wait beyond the read.
+        let t = Instant::now();
+        it.run(&dev, &Burner::with_rate(1.0), &mem);
+        assert!(t.elapsed() < Duration::from_secs(2));
+        mem.set_short(true);
+        let m2 = mem.clone();
+        let h = thread::spawn(move || {
+            let t = Instant::now();
+            m2.allocate();
+            t.elapsed()
+        });
+        thread::sleep(Duration::from_millis(50));
+        assert!(!h.is_finished());
+        mem.set_short(false);
+        assert!(h.join().unwrap() >= Duration::from_millis(50));
     }
 
     #[test]
