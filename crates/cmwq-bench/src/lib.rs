@@ -1,16 +1,23 @@
-//! cmwq benchmarks: workloads B1-B5 and B7-B9 of spec/peers.md section 6, each run side by
-//! side against rayon, tokio (`spawn_blocking`), the threadpool crate and a crossbeam-channel
-//! pool (or, where a workload compares semantics rather than pools, the peers it names), in the
-//! same process and the same run, with the targets of DESIGN.md section 6 as ratio metrics and
-//! `meets_target` flags.
+//! cmwq benchmarks: workloads B1-B9 of spec/peers.md section 6 and the rescuer series' claims
+//! S1-S2, each run side by side against rayon, tokio (`spawn_blocking`), the threadpool crate
+//! and a crossbeam-channel pool (or, where a workload compares semantics rather than pools, the
+//! peers it names, or cmwq's own rescuer algorithms), in the same process and the same run,
+//! with the targets of DESIGN.md section 6 as ratio metrics and `meets_target` flags.
 //!
 //! * B1 tiny-item throughput, B2 wake-up latency and idle cost, B3 blocking fan-out, B4 mixed
 //!   CPU and blocking, B5 an item waiting on one queued behind it;
+//! * B6 (`b6-k0`, `b6-k1`, `b6-k4`) forward progress with thread creation capped at K: B5's
+//!   chain as waiters and signallers on two `mem_reclaim` workqueues, completed by the
+//!   rescuers, against peers of max(K, 1) threads;
 //! * B7 requeue storm: one item queued 1,000,000 times by 4 producers (coalescing,
 //!   non-reentrancy, no lost request);
 //! * B8 10,000 delayed items, half cancelled with `cancel_sync` (timer lateness, cancel
 //!   latency, nothing running after a cancel returns);
-//! * B9 1,000,000 items through an ordered workqueue against one consumer thread.
+//! * B9 1,000,000 items through an ordered workqueue against one consumer thread;
+//! * S1 head-of-line blocking in the rescuer: 50 short items behind a rescued item that blocks
+//!   for 2 s, once creation works again, with the cursor rescuer and the pre-2025 one;
+//! * S2 the rescuer's scan cost over a worklist of 10,000 and 100,000 entries, with the cursor
+//!   and with a rescan from the head for every item.
 //!
 //! Every measured run builds a fresh pool (a private `cmwq::Runtime` for cmwq), so thread
 //! creation is measured alike for all, and systems run one after another, so process-wide
@@ -27,21 +34,24 @@ mod b2;
 mod b3;
 mod b4;
 mod b5;
+mod b6;
 mod b7;
 mod b8;
 mod b9;
 pub mod measure;
 pub mod peers;
+mod s1;
+mod s2;
 
 use std::collections::BTreeMap;
 
 /// The workloads, in the order a full run takes them.
-pub const WORKLOADS: &[&str] = &["b1", "b2", "b3", "b4", "b5", "b7", "b8", "b9"];
+pub const WORKLOADS: &[&str] = &["b1", "b2", "b3", "b4", "b5", "b6-k0", "b6-k1", "b6-k4", "b7", "b8", "b9", "s1", "s2"];
 
 /// One measured number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    /// The workload (`"b1"`..`"b9"`).
+    /// The workload (`"b1"`..`"b9"`, `"b6-k0"`, `"s1"`, ...).
     pub workload: String,
     /// The system (`"cmwq"`, `"rayon"`, `"tokio"`, `"threadpool"`, `"crossbeam"`).
     pub system: String,
@@ -110,9 +120,14 @@ pub fn run(workloads: &[String], progress: &mut dyn FnMut(&str)) -> Result<Vec<R
             "b3" => b3::run(&mut report)?,
             "b4" => b4::run(&mut report)?,
             "b5" => b5::run(&mut report)?,
+            "b6-k0" => b6::run(&mut report, 0)?,
+            "b6-k1" => b6::run(&mut report, 1)?,
+            "b6-k4" => b6::run(&mut report, 4)?,
             "b7" => b7::run(&mut report)?,
             "b8" => b8::run(&mut report)?,
             "b9" => b9::run(&mut report)?,
+            "s1" => s1::run(&mut report)?,
+            "s2" => s2::run(&mut report)?,
             _ => unreachable!("validated above"),
         }
     }
