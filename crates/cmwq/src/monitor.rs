@@ -19,7 +19,7 @@
 //!
 //! Thread CPU clocks are read with `clock_gettime` on each worker's thread CPU-time clock, and
 //! thread states from `/proc/thread-self/stat`, opened by each worker for itself and re-read with
-//! `pread` (only when a clock stopped), so no `unsafe` is needed. Where these are unavailable,
+//! `pread` (only when a clock stopped), all through safe crate APIs (`sys.rs`). Where these are unavailable,
 //! only the `blocking` hint manages concurrency.
 
 use crate::clock::{Clock, Sleeper};

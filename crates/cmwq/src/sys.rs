@@ -1,4 +1,4 @@
-//! Operating-system calls, all through well-kept crates (rustix, nix), no `unsafe`: thread
+//! Operating-system calls, all through the safe APIs of well-kept crates (rustix, nix): thread
 //! CPU clocks and states (for the monitor), CPU affinity and the current CPU (per-CPU pools),
 //! and thread priorities (highpri pools, rescuers, the monitor).
 

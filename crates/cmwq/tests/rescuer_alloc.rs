@@ -15,7 +15,7 @@ use std::sync::Arc;
 use support::stuck::{Stuck, TICK};
 use support::{wait_for, Latch};
 
-/// Counts allocations (stats_alloc: no `unsafe` of ours). The count is process-wide, so the
+/// Counts allocations (stats_alloc, so this test needs no allocator code of its own). The count is process-wide, so the
 /// test keeps every other thread quiet while the rescuer runs: the test thread waits on a
 /// latch (no allocation), the workers are blocked or waiting out a cooldown on the manual
 /// clock, and the monitor and timer threads sleep (the clock does not move).
