@@ -33,7 +33,7 @@
 //! before running (not synchronous either). Their cancel latency is that of `abort()` and of
 //! the store.
 
-use crate::measure::{quantile, Latch};
+use crate::measure::{quantile, Latch, SplitMix64};
 use crate::peers::{CmwqKind, Pool};
 use crate::Report;
 use cmwq::{DelayedWork, Runtime};
@@ -56,24 +56,6 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The systems of this workload.
 const B8_SYSTEMS: &[&str] = &["cmwq", "tokio", "crossbeam"];
-
-/// splitmix64: a small seeded generator, so every system gets the same plan.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 /// One item's plan and record.
 #[derive(Default)]
@@ -105,7 +87,8 @@ struct Shared {
 
 impl Shared {
     fn new() -> Shared {
-        let mut rng = Rng(SEED);
+        // A seeded generator, so every system gets the same plan.
+        let mut rng = SplitMix64::new(SEED);
         let mut items: Vec<Item> = (0..ITEMS)
             .map(|_| Item { delay: Duration::from_micros(rng.range(MIN_DELAY_US, MAX_DELAY_US)), ..Item::default() })
             .collect();

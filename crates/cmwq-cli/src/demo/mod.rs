@@ -13,7 +13,7 @@
 //! * `fsync` (unbound, max_active 16): synchronous waits of 20-40 ms (`thread::sleep`).
 //! * `readahead` (unbound, max_active 32): a socket read of 4-10 ms, then 0.3-1 ms of CPU.
 //!
-//! Then, on the same runtime, a period of memory pressure ([`plan_pressure`], about 3 s): the
+//! Then, on the same runtime, a period of memory pressure ([`plan::plan_pressure`], about 3 s): the
 //! runtime's spawner (a [`cmwq::FailingSpawner`]) refuses every new worker thread, and
 //! allocations block until memory comes back. Write-back items like the ones above keep
 //! arriving on `writeback`, and `prefetch` items (per-CPU, no `mem_reclaim`: allocate page-cache
@@ -27,17 +27,23 @@
 //! Every number printed is measured in the run; nothing is estimated.
 
 pub mod items;
+mod plan;
+mod pressure;
+mod summary;
 
 use crate::fixed_pool::FixedPool;
 use crate::table::{self, human, Progress, WqRow};
 use cmwq::{FailMode, FailingSpawner, Runtime, Work, Workqueue};
 use crossterm::{cursor, terminal, QueueableCommand};
 use items::{Block, Burner, Device, Item, Memory};
+use plan::{plan, pressure_period, Planned, WB, WQS};
+use pressure::{run_pressure, Pressure};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+use summary::{print_summary, RunResult, Summary};
 
 /// Options of `cmwq demo`.
 #[derive(Debug, Clone)]
@@ -52,149 +58,9 @@ pub struct Options {
     pub live: Option<bool>,
 }
 
-/// One of the demo's workqueues.
-#[derive(Debug, Clone, Copy)]
-struct WqSpec {
-    name: &'static str,
-    unbound: bool,
-    mem_reclaim: bool,
-    max_active: usize,
-}
-
-const WQS: [WqSpec; 5] = [
-    WqSpec { name: "writeback", unbound: false, mem_reclaim: true, max_active: 0 },
-    WqSpec { name: "crypto", unbound: false, mem_reclaim: false, max_active: 0 },
-    WqSpec { name: "fsync", unbound: true, mem_reclaim: false, max_active: 16 },
-    WqSpec { name: "readahead", unbound: true, mem_reclaim: false, max_active: 32 },
-    WqSpec { name: "prefetch", unbound: false, mem_reclaim: false, max_active: 0 },
-];
-
-/// Index of `writeback` (the `mem_reclaim` workqueue) in [`WQS`].
-const WB: usize = 0;
-/// Index of `prefetch` (used only in the memory-pressure period) in [`WQS`].
-const PREFETCH: usize = 4;
-
-/// Write-back arrivals per second during the memory-pressure period, all CPUs together (one
-/// rescuer thread serves the whole workqueue, so this does not grow with the CPUs).
-const PRESSURE_WB_RATE: f64 = 50.0;
-/// Prefetch arrivals per second and CPU during the memory-pressure period.
-const PRESSURE_PREFETCH_RATE: f64 = 60.0;
 /// The pools' wait between failed worker creations in this demo (the kernel's
 /// `CREATE_COOLDOWN` is 1 s; shorter, so the pools notice sooner that creation works again).
 const DEMO_CREATE_COOLDOWN: Duration = Duration::from_millis(100);
-
-/// Length of the memory-pressure period: 3/8 of the arrival time, between 1 and 3 s (3 s in the
-/// default run, 1 s with `--quick`).
-pub fn pressure_period(duration: Duration) -> Duration {
-    Duration::from_secs_f64((duration.as_secs_f64() * 0.375).clamp(1.0, 3.0))
-}
-
-/// An item of the workload, with when and where it arrives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Planned {
-    /// Arrival time from the start.
-    pub at: Duration,
-    /// Index into the demo's workqueues.
-    pub wq: usize,
-    /// The CPU for per-CPU workqueues.
-    pub cpu: Option<usize>,
-    /// What it does.
-    pub item: Item,
-}
-
-/// splitmix64: a small, good, seedable generator (no dependency needed).
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `[lo, hi]`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    /// Uniform in `(0, 1]`.
-    fn unit(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    }
-}
-
-/// Generates the workload: Poisson streams per workqueue plus write-back bursts, sorted by
-/// arrival.
-pub fn plan(duration: Duration, cpus: usize, seed: u64) -> Vec<Planned> {
-    let mut rng = Rng(seed);
-    let cpus = cpus.max(1);
-    let end = duration.as_secs_f64();
-    let mut out = Vec::new();
-    // (workqueue, arrivals per second)
-    let streams: [(usize, f64); 4] = [(0, 100.0), (1, 120.0), (2, 50.0), (3, 80.0)];
-    for (wq, rate) in streams {
-        poisson(&mut rng, wq, rate, end, cpus, &mut out);
-    }
-    // Write-back bursts: 80 items at once, half a second into every second.
-    let mut b = 0.5;
-    while b < end {
-        for _ in 0..80 {
-            let item = make_item(0, &mut rng);
-            out.push(Planned {
-                at: Duration::from_secs_f64(b),
-                wq: 0,
-                cpu: Some(rng.range(0, cpus as u64 - 1) as usize),
-                item,
-            });
-        }
-        b += 1.0;
-    }
-    out.sort_by_key(|p| p.at);
-    out
-}
-
-/// A Poisson stream of `rate` items per second on workqueue `wq` over `[0, end)` seconds.
-fn poisson(rng: &mut Rng, wq: usize, rate: f64, end: f64, cpus: usize, out: &mut Vec<Planned>) {
-    let mut t = 0.0;
-    loop {
-        t += -rng.unit().ln() / rate;
-        if t >= end {
-            break;
-        }
-        let item = make_item(wq, rng);
-        let cpu = (!WQS[wq].unbound).then(|| rng.range(0, cpus as u64 - 1) as usize);
-        out.push(Planned { at: Duration::from_secs_f64(t), wq, cpu, item });
-    }
-}
-
-/// The workload of the memory-pressure period: write-back items (as in [`plan`]) on the
-/// `mem_reclaim` workqueue and prefetch items (allocate, then read) on a per-CPU workqueue
-/// without a rescuer, both Poisson, sorted by arrival.
-pub fn plan_pressure(period: Duration, cpus: usize, seed: u64) -> Vec<Planned> {
-    let mut rng = Rng(seed ^ 0x6d65_6d5f_7072_6573);
-    let cpus = cpus.max(1);
-    let end = period.as_secs_f64();
-    let mut out = Vec::new();
-    poisson(&mut rng, WB, PRESSURE_WB_RATE, end, cpus, &mut out);
-    poisson(&mut rng, PREFETCH, PRESSURE_PREFETCH_RATE * cpus as f64, end, cpus, &mut out);
-    out.sort_by_key(|p| p.at);
-    out
-}
-
-fn make_item(wq: usize, rng: &mut Rng) -> Item {
-    let ms = Duration::from_millis;
-    match wq {
-        0 => Item { block: Block::Pipe(ms(rng.range(3, 15))), cpu_us: rng.range(200, 600) as u32 },
-        1 => Item {
-            block: Block::None,
-            cpu_us: if rng.range(0, 24) == 0 { rng.range(15_000, 25_000) } else { rng.range(1_000, 4_000) } as u32,
-        },
-        2 => Item { block: Block::Sleep(ms(rng.range(20, 40))), cpu_us: 100 },
-        3 => Item { block: Block::Pipe(ms(rng.range(4, 10))), cpu_us: rng.range(300, 1_000) as u32 },
-        _ => Item { block: Block::Alloc(ms(rng.range(4, 10))), cpu_us: rng.range(300, 1_000) as u32 },
-    }
-}
 
 /// What the items of one run need, and where they record when they ran.
 #[derive(Debug)]
@@ -395,23 +261,6 @@ fn process_cpu() -> Option<Duration> {
     // Fields 14 and 15 (utime, stime) in USER_HZ (100) ticks; `rest` starts at field 3.
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
-}
-
-/// What one run measured.
-#[derive(Debug)]
-struct RunResult {
-    done: u64,
-    finished_in_time: bool,
-    makespan: Duration,
-    latencies: Vec<Duration>,
-    cpu: Option<Duration>,
-}
-
-fn pct(v: &[Duration], p: f64) -> Duration {
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Runs the demo.
@@ -624,164 +473,6 @@ fn table_text(wqs: &[Workqueue], progress: &Progress, note: &str) -> (String, Ve
     (text, rows)
 }
 
-/// What the memory-pressure phase needs.
-struct Pressure<'a> {
-    rt: &'a Runtime,
-    wqs: &'a [Workqueue],
-    spawner: &'a FailingSpawner,
-    no_threads: &'a Arc<AtomicBool>,
-    period: Duration,
-    cpus: usize,
-    seed: u64,
-    burner: Burner,
-}
-
-/// What the memory-pressure phase measured. Times are since the phase's start.
-#[derive(Debug)]
-struct PressureResult {
-    period: Duration,
-    /// Worker creations the spawner refused.
-    refused: usize,
-    /// Workers alive, and idle ones on the per-CPU pools, when the phase began.
-    workers_before: usize,
-    idle_percpu_before: usize,
-    /// When `writeback`'s mayday count first rose (polled every 5 ms).
-    first_mayday: Option<Duration>,
-    /// `writeback`'s mayday and rescued counts over the phase.
-    mayday: u64,
-    rescued: u64,
-    /// When thread creation and memory came back.
-    cleared_at: Duration,
-    /// From then until the spawner had created a thread (polled every 5 ms).
-    first_spawn_after: Option<Duration>,
-    /// Most workers alive at once (sampled every 2 ms), and at the end.
-    workers_peak: usize,
-    workers_after: usize,
-    finished_in_time: bool,
-    /// Records of the write-back and prefetch items.
-    wb: Vec<ItemRecord>,
-    prefetch: Vec<ItemRecord>,
-}
-
-/// Phase 2: sets the memory pressure (no thread creation, blocking allocations) for the
-/// period while the pressure plan arrives, lifts it, and waits for every item to finish.
-fn run_pressure(p: &Pressure<'_>, screen: &mut Screen) -> Result<PressureResult, String> {
-    let plan = Arc::new(plan_pressure(p.period, p.cpus, p.seed));
-    let m = plan.len();
-    let n_wb = plan.iter().filter(|x| x.wq == WB).count();
-    let deadline = p.period + Duration::from_secs(15);
-    let pools = p.rt.pools();
-    let workers_before: usize = pools.iter().map(|x| x.nr_workers).sum();
-    let idle_percpu_before: usize = pools.iter().filter(|x| x.cpu.is_some() && !x.highpri).map(|x| x.nr_idle).sum();
-    println!(
-        "\nphase 2: memory pressure on the same runtime for {:.1} s: no worker thread can be created \
-         (the spawner refuses; the pools retry every {} ms) and allocations block until memory comes \
-         back. {n_wb} write-back items like phase 1's arrive on writeback (mem_reclaim: it has a \
-         rescuer), {} prefetch items (allocate, then a 4-10 ms read) on prefetch (per-CPU, no \
-         mem_reclaim). {workers_before} workers are alive, {idle_percpu_before} of them idle on the \
-         per-CPU pools.\n",
-        p.period.as_secs_f64(),
-        DEMO_CREATE_COOLDOWN.as_millis(),
-        m - n_wb,
-    );
-    let base = p.wqs[WB].stats();
-    let refused0 = p.spawner.refused();
-    let peaks = Arc::new(Peaks::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = start_sampler(p.rt.clone(), peaks.clone(), stop.clone());
-    let ledger = Arc::new(Ledger::new(m, p.burner).map_err(|e| e.to_string())?);
-    ledger.memory.set_short(true);
-    p.no_threads.store(true, Ordering::Release);
-    let producer = start_producer(plan.clone(), ledger.clone(), submitter(p.wqs, &ledger));
-
-    let mut cleared_at: Option<Duration> = None;
-    let mut spawned_at_clear = 0;
-    let mut first_spawn_after = None;
-    let mut first_mayday = None;
-    let mut next_draw = Duration::from_millis(500);
-    let note = |cleared: bool| {
-        let refused = p.spawner.refused() - refused0;
-        if cleared {
-            format!("  | threads can be created again ({refused} creations were refused)")
-        } else {
-            format!("  | NO THREAD CAN BE CREATED: {refused} creations refused so far")
-        }
-    };
-    let snapshot = |e: Duration, cleared: bool| {
-        let progress = Progress {
-            elapsed: e,
-            total: p.period,
-            done: ledger.done(),
-            items: m as u64,
-            workers: peaks.workers_now.load(Ordering::Relaxed),
-            peak_workers: peaks.workers.load(Ordering::Relaxed),
-        };
-        table_text(p.wqs, &progress, &note(cleared)).0
-    };
-    let finished_in_time = loop {
-        let e = ledger.t0.elapsed();
-        if cleared_at.is_none() && e >= p.period {
-            spawned_at_clear = p.spawner.spawned();
-            p.no_threads.store(false, Ordering::Release);
-            ledger.memory.set_short(false);
-            cleared_at = Some(ledger.t0.elapsed());
-        }
-        if let Some(c) = cleared_at {
-            if first_spawn_after.is_none() && p.spawner.spawned() > spawned_at_clear {
-                first_spawn_after = Some(e.saturating_sub(c));
-            }
-        }
-        if first_mayday.is_none() && p.wqs[WB].stats().mayday > base.mayday {
-            first_mayday = Some(e);
-        }
-        if cleared_at.is_some() && ledger.done() >= m as u64 {
-            break true;
-        }
-        if e >= deadline {
-            break false;
-        }
-        if e >= next_draw {
-            screen.draw(&snapshot(e, cleared_at.is_some()));
-            next_draw += Duration::from_millis(500);
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    // Whatever happened, memory and thread creation come back before anything else.
-    p.no_threads.store(false, Ordering::Release);
-    ledger.memory.set_short(false);
-    let cleared_at = cleared_at.unwrap_or_else(|| ledger.t0.elapsed());
-    screen.draw(&snapshot(ledger.t0.elapsed(), true));
-    screen.keep();
-    if !finished_in_time {
-        ledger.skip.store(true, Ordering::Relaxed);
-    }
-    let _ = producer.join();
-    stop.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
-    let end = p.wqs[WB].stats();
-    let mut wb = Vec::new();
-    let mut prefetch = Vec::new();
-    for (i, x) in plan.iter().enumerate() {
-        if x.wq == WB { &mut wb } else { &mut prefetch }.push(ledger.record(i));
-    }
-    Ok(PressureResult {
-        period: p.period,
-        refused: p.spawner.refused() - refused0,
-        workers_before,
-        idle_percpu_before,
-        first_mayday,
-        mayday: end.mayday - base.mayday,
-        rescued: end.rescued - base.rescued,
-        cleared_at,
-        first_spawn_after,
-        workers_peak: peaks.workers.load(Ordering::Relaxed),
-        workers_after: p.rt.nr_workers(),
-        finished_in_time,
-        wb,
-        prefetch,
-    })
-}
-
 /// Waits until every item of the run is done or the deadline passes, calling `tick` with the
 /// elapsed time once a second. Returns whether everything finished.
 fn wait_all(ledger: &Ledger, n: usize, deadline: Duration, mut tick: impl FnMut(Duration)) -> bool {
@@ -802,239 +493,9 @@ fn wait_all(ledger: &Ledger, n: usize, deadline: Duration, mut tick: impl FnMut(
     }
 }
 
-struct Summary<'a> {
-    n: usize,
-    cpus: usize,
-    bound: Duration,
-    deadline: Duration,
-    final_rows: Vec<WqRow>,
-    workers_at_start: usize,
-    workers_at_end: usize,
-    peaks: &'a Peaks,
-    cm: RunResult,
-    fixed: RunResult,
-    /// The longest queue wait (queueing to start) of a write-back item in phase 1.
-    wb_wait_phase1: Duration,
-    pressure: PressureResult,
-}
-
-fn print_summary(s: &Summary<'_>) {
-    let ms = |r: &RunResult| {
-        if r.finished_in_time {
-            human(r.makespan)
-        } else {
-            format!("> {} ({} of {} done)", human(s.deadline), r.done, s.n)
-        }
-    };
-    let lat = |r: &RunResult| {
-        format!(
-            "{} / {} / {}",
-            human(pct(&r.latencies, 0.5)),
-            human(pct(&r.latencies, 0.99)),
-            human(r.latencies.last().copied().unwrap_or_default())
-        )
-    };
-    let cpu = |r: &RunResult| r.cpu.map_or_else(|| "n/a".to_owned(), human);
-    let cmw: u64 = s.final_rows.iter().map(|r| r.cm_wakeup).sum();
-    let itsv: u64 = s.final_rows.iter().map(|r| r.cpu_intensive).sum();
-    let p = s.peaks;
-    println!("\nsummary (every number is measured in this run)");
-    println!("  {:<30} {:>30} {:>30}", "", "cmwq", format!("fixed pool ({} threads)", s.cpus));
-    println!("  {:<30} {:>30} {:>30}", "makespan", ms(&s.cm), ms(&s.fixed));
-    println!("  {:<30} {:>30} {:>30}", "latency p50 / p99 / max", lat(&s.cm), lat(&s.fixed));
-    println!("  {:<30} {:>30} {:>30}", "process CPU time (user+sys)", cpu(&s.cm), cpu(&s.fixed));
-    println!("  {:<30} {:>30} {:>30}", "threads running items (peak)", p.busy.load(Ordering::Relaxed), s.cpus);
-    println!(
-        "  lower bound on makespan: {} (the latest arrival + that item's own time on an idle CPU)",
-        human(s.bound)
-    );
-    println!("concurrency management in cmwq:");
-    println!(
-        "  workers alive: {} at start, peak {}, {} at end (idle workers are culled after 300 s)",
-        s.workers_at_start,
-        p.workers.load(Ordering::Relaxed),
-        s.workers_at_end
-    );
-    println!(
-        "  peak running workers on the per-CPU pools (sum of nr_running): {} for {} CPUs \
-         (a blocked worker counts as running until items wait behind it and the monitor \
-         looks); peak busy workers (all pools): {}; peak items waiting on worklists: {}",
-        p.running_percpu.load(Ordering::Relaxed),
-        s.cpus,
-        p.busy.load(Ordering::Relaxed),
-        p.pending.load(Ordering::Relaxed)
-    );
-    println!(
-        "  {cmw} concurrency-management wake-ups (CMW: a worker slept, blocked or hogged the \
-         CPU, so another one ran), {itsv} items marked CPU-intensive (CPUitsv); {} pool samples",
-        p.samples.load(Ordering::Relaxed)
-    );
-    print_pressure(&s.pressure, s.wb_wait_phase1);
-    let ratio = if s.cm.finished_in_time && s.cm.makespan > Duration::ZERO {
-        let f = if s.fixed.finished_in_time { s.fixed.makespan } else { s.deadline };
-        let r = f.as_secs_f64() / s.cm.makespan.as_secs_f64();
-        if s.fixed.finished_in_time {
-            format!("{r:.2}x")
-        } else {
-            format!("more than {r:.2}x")
-        }
-    } else {
-        "n/a (cmwq did not finish)".to_owned()
-    };
-    println!(
-        "result: cmwq {} vs fixed pool of {} threads {} on the same {} items: cmwq {} faster \
-         ({:.2}x the lower bound)",
-        ms(&s.cm),
-        s.cpus,
-        ms(&s.fixed),
-        s.n,
-        ratio,
-        s.cm.makespan.as_secs_f64() / s.bound.as_secs_f64().max(1e-9)
-    );
-}
-
-/// The summary lines of the memory-pressure phase.
-fn print_pressure(r: &PressureResult, wb_wait_phase1: Duration) {
-    let cleared = r.cleared_at;
-    let sorted = |v: Vec<Duration>| {
-        let mut v = v;
-        v.sort();
-        v
-    };
-    let max = |v: &[Duration]| v.last().copied().unwrap_or_default();
-    println!("memory pressure in cmwq (phase 2: {} in which no thread could be created; cmwq only):", human(r.period));
-    let mayday_when = match r.first_mayday {
-        Some(t) => format!("the first mayday came {} into the period (polled every 5 ms)", human(t)),
-        None => "no pool called for help (they never ran out of workers)".to_owned(),
-    };
-    println!(
-        "  worker creation refused {} times (each pool's manager retried every {} ms; the kernel \
-         waits 1 s); {} workers were alive, {} of them idle on the per-CPU pools; prefetch items \
-         took them and blocked in their allocations; {mayday_when}",
-        r.refused,
-        DEMO_CREATE_COOLDOWN.as_millis(),
-        r.workers_before,
-        r.idle_percpu_before,
-    );
-    // writeback (mem_reclaim)
-    let k = r.wb.len();
-    let done = r.wb.iter().filter(|x| x.finished.is_some()).count();
-    let done_before = r.wb.iter().filter(|x| x.finished.is_some_and(|f| f < cleared)).count();
-    let rescued_items = r.wb.iter().filter(|x| x.on_rescuer).count();
-    let during = |x: &&ItemRecord| x.started.is_some_and(|t| t < cleared);
-    let waits = sorted(r.wb.iter().filter(during).filter_map(ItemRecord::wait).collect());
-    let lats = sorted(r.wb.iter().filter(during).filter_map(ItemRecord::latency).collect());
-    let later: Vec<&ItemRecord> = r.wb.iter().filter(|x| !during(x)).collect();
-    let later = if later.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; {} queued near the end started only after thread creation came back, when the rescuer \
-             had stepped back and they were behind the prefetch backlog: longest wait {}",
-            later.len(),
-            human(later.iter().filter_map(|x| x.wait()).max().unwrap_or_default())
-        )
-    };
-    let all = if done == k { format!("all {k} completed") } else { format!("only {done} of {k} completed") };
-    println!(
-        "  writeback (mem_reclaim): mayday {}, rescued {}; of the {k} items queued during the period, \
-         {all}, {done_before} of them before thread creation came back, {rescued_items} on the rescuer \
-         thread kworker/R-writeback; of the {} that started during the period, the longest wait from \
-         queueing to start was {} (median {}; phase 1's longest: {}) and the longest from queueing to \
-         done {}{later}",
-        r.mayday,
-        r.rescued,
-        waits.len(),
-        human(max(&waits)),
-        human(pct(&waits, 0.5)),
-        human(wb_wait_phase1),
-        human(max(&lats)),
-    );
-    // prefetch (no mem_reclaim)
-    let k = r.prefetch.len();
-    let started_during = r.prefetch.iter().filter(|x| x.started.is_some_and(|t| t < cleared)).count();
-    let waited: Vec<&ItemRecord> = r.prefetch.iter().filter(|x| x.started.is_none_or(|t| t >= cleared)).collect();
-    let never = waited.iter().filter(|x| x.started.is_none()).count();
-    let wwaits = sorted(waited.iter().filter_map(|x| x.wait()).collect());
-    let done = r.prefetch.iter().filter(|x| x.finished.is_some()).count();
-    let last = r.prefetch.iter().filter_map(|x| x.finished).max();
-    let all_waits = sorted(r.prefetch.iter().filter_map(ItemRecord::wait).collect());
-    let never = if never > 0 { format!(" ({never} never started)") } else { String::new() };
-    let last = match last {
-        Some(t) if t >= cleared => format!("the last {} after thread creation came back", human(t - cleared)),
-        Some(_) => "all before thread creation came back".to_owned(),
-        None => "none".to_owned(),
-    };
-    println!(
-        "  prefetch (no mem_reclaim, same per-CPU pools): of the {k} items queued during the period, \
-         {started_during} started during it (on workers left from phase 1, then blocked in their \
-         allocation until memory came back) and {} found no worker and waited for one until thread \
-         creation came back{never}: longest wait from queueing to start {} (median {}; over all \
-         prefetch items: longest {}); {done} of {k} completed, {last}",
-        waited.len(),
-        human(max(&wwaits)),
-        human(pct(&wwaits, 0.5)),
-        human(max(&all_waits)),
-    );
-    let first = r.first_spawn_after.map_or_else(
-        || "no new thread was needed".to_owned(),
-        |d| format!("the first new thread {} later (polled every 5 ms)", human(d)),
-    );
-    println!(
-        "  memory and thread creation came back at {} into the period: {first}; workers alive: {} \
-         before the period, peak {}, {} at the end{}",
-        human(cleared),
-        r.workers_before,
-        r.workers_peak,
-        r.workers_after,
-        if r.finished_in_time { "" } else { " (phase 2 did not finish in time: items were skipped)" },
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plan_is_deterministic_and_sorted() {
-        let a = plan(Duration::from_secs(2), 2, 7);
-        let b = plan(Duration::from_secs(2), 2, 7);
-        assert_eq!(a, b);
-        assert!(a.windows(2).all(|w| w[0].at <= w[1].at));
-        assert!(a.iter().all(|p| p.at < Duration::from_secs(2)));
-        // Per-CPU items have a CPU in range; unbound ones none.
-        assert!(a.iter().all(|p| p.cpu.is_some() != WQS[p.wq].unbound && p.cpu.is_none_or(|c| c < 2)));
-        // All four workqueues and the bursts are there.
-        for wq in 0..4 {
-            assert!(a.iter().any(|p| p.wq == wq));
-        }
-        assert!(a.len() > 2 * (100 + 120 + 50 + 80) / 2);
-    }
-
-    #[test]
-    fn pressure_plan_has_writeback_and_prefetch_only() {
-        let period = Duration::from_secs(2);
-        let a = plan_pressure(period, 2, 7);
-        assert_eq!(a, plan_pressure(period, 2, 7));
-        assert!(a.windows(2).all(|w| w[0].at <= w[1].at));
-        assert!(a.iter().all(|p| p.at < period && (p.wq == WB || p.wq == PREFETCH) && p.cpu.is_some_and(|c| c < 2)));
-        assert!(a.iter().filter(|p| p.wq == PREFETCH).all(|p| matches!(p.item.block, Block::Alloc(_))));
-        assert!(a.iter().filter(|p| p.wq == WB).all(|p| matches!(p.item.block, Block::Pipe(_))));
-        assert!(a.iter().any(|p| p.wq == WB) && a.iter().any(|p| p.wq == PREFETCH));
-        // Only writeback has a rescuer.
-        assert!(WQS[WB].mem_reclaim && WQS.iter().filter(|s| s.mem_reclaim).count() == 1);
-        assert_eq!(pressure_period(Duration::from_secs(8)), Duration::from_secs(3));
-        assert_eq!(pressure_period(Duration::from_secs(1)), Duration::from_secs(1));
-        assert_eq!(pressure_period(Duration::from_secs(600)), Duration::from_secs(3));
-    }
-
-    #[test]
-    fn percentiles() {
-        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(pct(&v, 0.5), Duration::from_millis(51));
-        assert_eq!(pct(&v, 0.99), Duration::from_millis(99));
-        assert_eq!(pct(&[], 0.5), Duration::ZERO);
-    }
 
     #[test]
     fn process_cpu_reads() {
