@@ -109,6 +109,10 @@ pub struct PwqInfo {
     pub nr_inactive: usize,
     /// Entries in flight, all colours (items and barriers).
     pub in_flight: u32,
+    /// The flush colour new items get (it advances when a workqueue flush starts).
+    pub work_color: u8,
+    /// The colour a workqueue flush is waiting on in this pwq, if any.
+    pub flush_color: Option<u8>,
     /// On the workqueue's mayday list.
     pub on_mayday: bool,
     /// References held by mayday-list entries.
@@ -133,6 +137,8 @@ impl Workqueue {
                     nr_active: pwq.nr_active,
                     nr_inactive: pwq.inactive.len(),
                     in_flight: pwq.in_flight(),
+                    work_color: pwq.work_color,
+                    flush_color: pwq.flush_color,
                     on_mayday,
                     mayday_refs: pwq.mayday_refs,
                     cursor_linked: pwq.cursor.is_some(),

@@ -217,8 +217,11 @@ fn workqueue_flush_ignores_later_items() {
     let g1 = first_gate.clone();
     wq.spawn(move || g1.wait());
     let wq2 = wq.clone();
+    let color = wq.pwqs()[0].work_color;
     let f = std::thread::spawn(move || wq2.flush());
-    std::thread::sleep(Duration::from_millis(20));
+    // The flush has started once it advanced the colour new items get.
+    wait_for("the flush to start", || wq.pwqs()[0].work_color != color);
+    assert_eq!(wq.pwqs()[0].flush_color, Some(color), "the flush waits on the first item's colour");
     // Queued after the flush started; never finishes until we say so.
     let later_gate = Latch::new();
     let g2 = later_gate.clone();
@@ -264,8 +267,10 @@ fn drain_waits_for_chained_items_and_refuses_outsiders() {
     let rt = Runtime::builder().cpus(1).build();
     let wq = rt.workqueue("drain").unbound().build().unwrap();
     let left = Arc::new(AtomicUsize::new(50));
-    let (l2, wq2) = (left.clone(), wq.clone());
+    let gate = Latch::new();
+    let (l2, wq2, g2) = (left.clone(), wq.clone(), gate.clone());
     let chain = Work::new(move |w| {
+        g2.wait(); // the first link holds the chain until the test has seen the refusal
         std::thread::sleep(Duration::from_micros(200));
         if l2.fetch_sub(1, Ordering::SeqCst) > 1 {
             assert!(wq2.queue(w), "chained queueing must be accepted while draining");
@@ -274,12 +279,17 @@ fn drain_waits_for_chained_items_and_refuses_outsiders() {
     wq.queue(&chain);
     let wq3 = wq.clone();
     let d = std::thread::spawn(move || wq3.drain());
-    std::thread::sleep(Duration::from_millis(2));
+    // Until the drainer has started, an outsider is still accepted (and runs); then refused.
     let outsider = Work::new(|_| {});
-    if !d.is_finished() {
-        let e = wq.try_queue(&outsider).unwrap_err();
-        assert!(matches!(e, Error::Draining { .. }), "{e}");
-    }
+    wait_for("the drain to refuse an outsider", || match wq.try_queue(&outsider) {
+        Err(Error::Draining { .. }) => true,
+        Err(e) => panic!("unexpected refusal: {e}"),
+        Ok(_) => {
+            outsider.flush();
+            false
+        }
+    });
+    gate.open();
     d.join().unwrap();
     assert_eq!(left.load(Ordering::SeqCst), 0, "drain returned before the chain ended");
     assert!(wq.queue(&outsider), "queueing works again after the drain");
