@@ -7,10 +7,6 @@
 //! middle (cancel), O(1) insertion right after a given entry (a flush barrier behind its
 //! target) and O(1) "move before n" (the rescuer cursor). Freed slots are reused, so a pool in
 //! steady state allocates nothing.
-//!
-//! Some operations (`insert_after`, `move_before`, iteration) serve flush barriers and the
-//! rescuer cursor.
-#![allow(dead_code)]
 
 use slab::Slab;
 
@@ -44,6 +40,7 @@ impl<T> Nodes<T> {
     }
 
     /// Number of live nodes, over all lists.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.slab.len()
     }
@@ -131,7 +128,8 @@ impl List {
         self.link_before(nodes, idx, before);
     }
 
-    /// Indices in order (allocates; for dumps and tests).
+    /// Indices in order (allocates; for tests).
+    #[cfg(test)]
     pub(crate) fn indices<T>(&self, nodes: &Nodes<T>) -> Vec<u32> {
         let mut v = Vec::with_capacity(self.len);
         let mut cur = self.head;

@@ -347,7 +347,7 @@ fn r08_normal_workers_skip_the_cursor() {
     let a = s.a("A");
     let log = Arc::new(Log::default());
     let hold = Latch::new();
-    let (a2, l2, h2) = (a.clone(), log.clone(), hold.clone());
+    let (a2, l2) = (a.clone(), log.clone());
     // x0 waits for Y to be listed; x16 (the 17th) holds the rescuer so the test can act while
     // X is requeued with its cursor on P's worklist.
     a.queue_on(
@@ -374,7 +374,6 @@ fn r08_normal_workers_skip_the_cursor() {
     let y_started = Latch::new();
     let y_hold = Latch::new();
     let (ys, h4) = (y_started.clone(), y_hold.clone());
-    let _ = h2;
     a.queue_on(
         1,
         &Work::new(move |_| {
