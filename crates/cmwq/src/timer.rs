@@ -76,7 +76,9 @@ impl TimerService {
 
     /// Cancels a timer. Returns `true` if it was armed and will now not fire.
     pub(crate) fn cancel(&self, id: TimerId) -> bool {
-        self.locked.lock().callbacks.remove(&id.0).is_some()
+        // Bound, so the callback (and what it holds) is dropped after the lock is released.
+        let removed = self.locked.lock().callbacks.remove(&id.0);
+        removed.is_some()
     }
 
     pub(crate) fn stop(&self) {

@@ -89,7 +89,8 @@ impl DelayedTimer {
         };
         // Queue before forgetting, so a destroyer sees it armed or in flight, never neither.
         armed.wq.enqueue(armed.cpu, work.clone());
-        armed.wq.armed.lock().remove(&self.key());
+        // Bound, so the removed handles drop after the lock (a drop may run user destructors).
+        let _removed = armed.wq.armed.lock().remove(&self.key());
     }
 
     /// Fires an armed timer now (`flush_delayed_work`, destroy): if it can be cancelled,
@@ -114,7 +115,8 @@ impl DelayedTimer {
             }
         };
         armed.wq.enqueue(armed.cpu, work.clone());
-        armed.wq.armed.lock().remove(&self.key());
+        // Bound, so the removed handles drop after the lock (a drop may run user destructors).
+        let _removed = armed.wq.armed.lock().remove(&self.key());
         true
     }
 }
@@ -141,7 +143,8 @@ impl TimerSteal for Arc<DelayedTimer> {
                 _ => return false,
             }
         };
-        armed.wq.armed.lock().remove(&self.key());
+        // Bound, so the removed handles drop after the lock (a drop may run user destructors).
+        let _removed = armed.wq.armed.lock().remove(&self.key());
         // Wake a destroyer that may wait for this arming.
         armed.wq.info.drained.notify();
         true
