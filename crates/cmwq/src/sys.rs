@@ -11,17 +11,18 @@ use std::os::unix::fs::FileExt;
 pub(crate) struct ThreadProbe {
     /// The thread's CPU-time clock, readable from any thread of the process.
     clock: ClockId,
-    /// `/proc/thread-self/stat`: the third field is the thread state.
-    stat: File,
+    /// `/proc/thread-self/stat`: the third field is the thread state (concurrency-managed
+    /// pools only).
+    stat: Option<File>,
 }
 
 impl ThreadProbe {
     /// Opens the calling thread's probe.
-    pub(crate) fn open_current() -> Option<ThreadProbe> {
-        let probe = ThreadProbe {
-            clock: thread_cpu_clock(rustix::thread::gettid().as_raw_nonzero().get()),
-            stat: File::open("/proc/thread-self/stat").ok()?,
-        };
+    /// `with_state`: also open the thread's state (needed only where sleeps are detected, on
+    /// concurrency-managed pools; opening a /proc file is the costly part of a worker's start).
+    pub(crate) fn open_current(with_state: bool) -> Option<ThreadProbe> {
+        let stat = if with_state { Some(File::open("/proc/thread-self/stat").ok()?) } else { None };
+        let probe = ThreadProbe { clock: thread_cpu_clock(rustix::thread::gettid().as_raw_nonzero().get()), stat };
         probe.runtime_ns().map(|_| probe)
     }
 
@@ -36,7 +37,8 @@ impl ThreadProbe {
     /// Whether the thread is sleeping (state S) or in uninterruptible sleep (D).
     pub(crate) fn is_sleeping(&self) -> bool {
         let mut buf = [0u8; 512];
-        let Ok(n) = self.stat.read_at(&mut buf, 0) else {
+        let Some(stat) = &self.stat else { return false };
+        let Ok(n) = stat.read_at(&mut buf, 0) else {
             return false;
         };
         let buf = &buf[..n];

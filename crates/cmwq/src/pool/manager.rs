@@ -18,22 +18,28 @@ use crate::sync::{Arc, Parker};
 use std::io;
 use std::time::Instant;
 
-/// Creates one worker for `pool` and registers it as idle (`create_worker`).
-pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<()> {
-    join_exited(pool);
+/// Creates one worker for `pool` and registers it as idle (`create_worker`). Returns whether
+/// more items then wait than workers are idle (for an unbound pool's batch creation).
+pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<bool> {
     let parker = Parker::new();
     let unparker = parker.unparker().clone();
     let now = pool.env.clock.now();
+    let mut exited = Vec::new();
     let (id, name) = {
         let mut g = pool.lock();
+        // Threads of culled workers are joined below, outside the lock.
+        std::mem::swap(&mut exited, &mut g.exited);
         if g.dying {
-            return Ok(());
+            return Ok(false);
         }
         let base = if pool.is_cm() { flags::PREP } else { flags::PREP | flags::UNBOUND };
         let id = g.workers.insert(WorkerRec::new(base, unparker.clone(), now));
         g.nr_workers += 1;
         (id, worker_name(pool, id))
     };
+    for h in exited {
+        let _ = h.join();
+    }
     let p = pool.clone();
     let req = SpawnRequest {
         name,
@@ -51,7 +57,7 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<()> {
                 pool.worker_enter_idle(&mut g, id);
             }
             g.workers[id].unparker.unpark();
-            Ok(())
+            Ok(wants_more(&g))
         }
         Err(e) => {
             let mut g = pool.lock();
@@ -99,12 +105,12 @@ pub(crate) fn manage_workers<'a>(pool: &'a Arc<WorkerPool>, mut g: PoolGuard<'a>
         drop(g);
         let mut created = 0;
         loop {
-            if create_worker(pool).is_ok() {
+            if let Ok(more) = create_worker(pool) {
                 created += 1;
                 // Unbound pools: every waiting item will take a worker of its own, so keep
                 // creating while more items wait than workers are idle (see docs/design.md
                 // "Departures"); per-CPU pools need only the one reserve worker.
-                if pool.is_cm() || created >= CREATE_BATCH || !wants_more(pool) {
+                if pool.is_cm() || created >= CREATE_BATCH || !more {
                     break;
                 }
                 continue;
@@ -132,9 +138,8 @@ pub(crate) fn manage_workers<'a>(pool: &'a Arc<WorkerPool>, mut g: PoolGuard<'a>
 /// running items (another worker takes over if more are needed).
 const CREATE_BATCH: usize = 32;
 
-/// More items wait on an unbound pool than it has idle workers.
-fn wants_more(pool: &WorkerPool) -> bool {
-    let g = pool.lock();
+/// More items wait on the pool than it has idle workers. Pool lock held.
+fn wants_more(g: &super::PoolLocked) -> bool {
     !g.dying && g.worklist.len() > g.idle_list.len()
 }
 

@@ -52,7 +52,7 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
     if pool.highpri {
         crate::sys::set_current_nice(crate::sys::HIGH_NICE);
     }
-    let probe = ThreadProbe::open_current().map(Arc::new);
+    let probe = ThreadProbe::open_current(pool.is_cm()).map(Arc::new);
     // The last item run, dropped only while no lock is held.
     let mut deferred: Option<Work> = None;
     let mut g = pool.lock();
