@@ -99,43 +99,34 @@ fn flush_work_of_item_that_moved_between_pools() {
     let rt = Runtime::builder().cpus(2).build();
     let wq = rt.workqueue("moved").build().unwrap();
     let n = Arc::new(AtomicUsize::new(0));
-    let gate = Latch::new();
-    let (n2, g2) = (n.clone(), gate.clone());
+    // Each run of `w` waits on the latch that is current when it starts.
+    let hold: Arc<Mutex<Latch>> = Arc::default();
+    let (n2, h2) = (n.clone(), hold.clone());
     let w = Work::new(move |_| {
-        g2.wait();
+        let l = h2.lock().unwrap().clone();
+        l.wait();
         n2.fetch_add(1, Ordering::SeqCst);
     });
-    gate.open();
-    wq.queue_on(0, &w);
-    assert!(w.flush());
-    assert_eq!(n.load(Ordering::SeqCst), 1);
-    let gate2 = Latch::new();
-    let g3 = gate2.clone();
-    let block = Work::new(move |_| g3.wait());
-    wq.queue_on(1, &block);
-    // Now queued on CPU 1 behind a blocked item... the pool starts another worker for it, so
-    // make it wait on the gate too.
-    let gate3 = Latch::new();
-    let (n4, g4) = (n.clone(), gate3.clone());
-    let w2 = Work::new(move |_| {
-        g4.wait();
-        n4.fetch_add(1, Ordering::SeqCst);
-    });
-    wq.queue_on(0, &w2);
-    wq.queue_on(1, &w2); // already pending: no-op
-    let f = {
-        let w2 = w2.clone();
-        std::thread::spawn(move || w2.flush())
+    let run_on = |cpu: usize| {
+        let l = Latch::new();
+        *hold.lock().unwrap() = l.clone();
+        assert!(wq.queue_on(cpu, &w));
+        let f = {
+            let w = w.clone();
+            std::thread::spawn(move || w.flush())
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!f.is_finished(), "flush returned while the item was held");
+        l.open();
+        assert!(f.join().unwrap(), "flush found nothing to wait for");
     };
-    std::thread::sleep(Duration::from_millis(20));
-    assert!(!f.is_finished());
-    gate3.open();
-    assert!(f.join().unwrap());
+    run_on(0);
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+    // Last ran in CPU 0's pool, now queued on CPU 1's: the flush follows it there.
+    run_on(1);
     assert_eq!(n.load(Ordering::SeqCst), 2);
-    gate2.open();
-    // The same item on CPU 1's pool after it last ran on CPU 0's.
-    wq.queue_on(1, &w);
-    assert!(w.flush());
+    // And back.
+    run_on(0);
     assert_eq!(n.load(Ordering::SeqCst), 3);
 }
 

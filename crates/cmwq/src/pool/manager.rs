@@ -47,6 +47,10 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<bool> {
         stack_size: pool.env.config.worker_stack_size,
         body: Box::new(move || super::worker::worker_thread(p, id, parker)),
     };
+    // The worker becomes idle only once its thread exists (as the kernel attaches it only after
+    // `kthread_create`): a manager stuck in a slow creation must leave the pool needing a
+    // worker, or no mayday would be sent (scenario R12). Measured: registering it first saves
+    // a start-up hand-off per thread, but breaks exactly that.
     match pool.env.spawner.spawn(req) {
         Ok(h) => {
             let mut g = pool.lock();
