@@ -106,7 +106,10 @@ fn child() {
     };
     let waiters = build("waiters");
     let signallers = build("signallers");
-    // Everything this test needs exists; from now on no thread can be created.
+    // Everything this test needs exists. Let every thread get past its start-up (std maps each
+    // thread's signal stack as it starts) before the cap, or a late starter dies of it.
+    settle_threads();
+    // From now on no thread can be created.
     let threads = thread_count();
     match cap {
         Cap::Nproc => {
@@ -174,6 +177,26 @@ fn run_chain(waiters: &Workqueue, signallers: &Workqueue, stuck_after: Duration)
         n = finished.1.wait_timeout(n, left).unwrap().0;
     }
     true
+}
+
+/// Waits until every other thread of the process is asleep (state S), i.e. has started and
+/// parked.
+fn settle_threads() {
+    let me = rustix::thread::gettid().as_raw_nonzero().get().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all_asleep = std::fs::read_dir("/proc/self/task").unwrap().flatten().all(|t| {
+            t.file_name().to_string_lossy() == me
+                || std::fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|st| st.rfind(')').map(|p| st[p + 2..].starts_with('S')))
+                    .unwrap_or(true)
+        });
+        if all_asleep || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn thread_count() -> usize {
