@@ -9,7 +9,7 @@ use cmwq::{ManualClock, Runtime, Work};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{wait_for, wait_for_within, Concurrency, Latch};
+use support::{spawn_counted, wait_for, wait_for_within, Concurrency, Latch};
 
 /// Spins for `d` of wall time (the item stays runnable: state R, CPU clock moving).
 fn spin(d: Duration) {
@@ -74,16 +74,7 @@ fn running_worker_makes_new_items_wait() {
     let rt = Runtime::builder().cpus(1).build();
     let wq = rt.workqueue("busy").build().unwrap();
     let c = Arc::new(Concurrency::default());
-    let done = Arc::new(AtomicUsize::new(0));
-    for _ in 0..8 {
-        let (c, done) = (c.clone(), done.clone());
-        wq.spawn(move || {
-            c.enter();
-            spin(Duration::from_millis(3));
-            c.exit();
-            done.fetch_add(1, Ordering::SeqCst);
-        });
-    }
+    let done = spawn_counted(&wq, 8, &c, || spin(Duration::from_millis(3)));
     wait_for("8 items", || done.load(Ordering::SeqCst) == 8);
     assert_eq!(c.max(), 1, "CPU-bound items of one per-CPU pool must run one at a time");
     assert_eq!(wq.stats().cm_wakeup, 0);
@@ -123,16 +114,7 @@ fn cpu_intensive_queue_does_not_hold_back_items() {
     let rt = Runtime::builder().cpus(1).build();
     let wq = rt.workqueue("intensive").cpu_intensive().build().unwrap();
     let c = Arc::new(Concurrency::default());
-    let done = Arc::new(AtomicUsize::new(0));
-    for _ in 0..3 {
-        let (c, done) = (c.clone(), done.clone());
-        wq.spawn(move || {
-            c.enter();
-            spin(Duration::from_millis(30));
-            c.exit();
-            done.fetch_add(1, Ordering::SeqCst);
-        });
-    }
+    let done = spawn_counted(&wq, 3, &c, || spin(Duration::from_millis(30)));
     wait_for("3 items", || done.load(Ordering::SeqCst) == 3);
     assert!(c.max() >= 2, "cpu_intensive items ran one at a time");
 }

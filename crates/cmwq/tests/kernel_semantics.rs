@@ -10,7 +10,7 @@ use cmwq::{Error, Runtime, Work, WQ_MAX_ACTIVE};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{wait_for, Concurrency, Latch};
+use support::{spawn_counted, wait_for, Concurrency, Latch};
 
 fn rt(cpus: usize) -> Runtime {
     Runtime::builder().cpus(cpus).build()
@@ -144,16 +144,7 @@ fn max_active_bounds_unbound_queue_and_is_reached() {
     let rt = rt(2);
     let wq = rt.workqueue("ma3").unbound().max_active(3).build().unwrap();
     let c = Arc::new(Concurrency::default());
-    let done = Arc::new(AtomicUsize::new(0));
-    for _ in 0..30 {
-        let (c, done) = (c.clone(), done.clone());
-        wq.spawn(move || {
-            c.enter();
-            std::thread::sleep(Duration::from_millis(5));
-            c.exit();
-            done.fetch_add(1, Ordering::SeqCst);
-        });
-    }
+    let done = spawn_counted(&wq, 30, &c, || std::thread::sleep(Duration::from_millis(5)));
     wait_for("30 items", || done.load(Ordering::SeqCst) == 30);
     assert_eq!(c.max(), 3, "max_active 3 must be reached and never exceeded");
 }
@@ -240,14 +231,7 @@ fn bad_input_is_refused_clearly() {
 fn destroy_drains_and_counters_add_up() {
     let rt = rt(2);
     let wq = rt.workqueue("drainme").unbound().max_active(2).build().unwrap();
-    let done = Arc::new(AtomicUsize::new(0));
-    for _ in 0..50 {
-        let done = done.clone();
-        wq.spawn(move || {
-            std::thread::sleep(Duration::from_millis(1));
-            done.fetch_add(1, Ordering::SeqCst);
-        });
-    }
+    let done = spawn_counted(&wq, 50, &Arc::default(), || std::thread::sleep(Duration::from_millis(1)));
     wq.destroy();
     assert_eq!(done.load(Ordering::SeqCst), 50, "destroy returned before the queue drained");
     let s = wq.stats();

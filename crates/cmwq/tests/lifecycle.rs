@@ -9,7 +9,7 @@ use cmwq::{Error, Runtime, Work, Workqueue};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{wait_for, Latch};
+use support::{spawn_counted, wait_for, Latch};
 
 fn counter_work(n: &Arc<AtomicUsize>) -> Work {
     let n = n.clone();
@@ -164,14 +164,7 @@ fn flush_work_against_requeue_from_self() {
 fn workqueue_flush_waits_for_earlier_items_only() {
     let rt = Runtime::builder().cpus(2).build();
     let wq = rt.workqueue("wqf").unbound().max_active(4).build().unwrap();
-    let early_done = Arc::new(AtomicUsize::new(0));
-    for _ in 0..20 {
-        let d = early_done.clone();
-        wq.spawn(move || {
-            std::thread::sleep(Duration::from_millis(2));
-            d.fetch_add(1, Ordering::SeqCst);
-        });
-    }
+    let early_done = spawn_counted(&wq, 20, &Arc::default(), || std::thread::sleep(Duration::from_millis(2)));
     wq.flush();
     assert_eq!(early_done.load(Ordering::SeqCst), 20, "flush returned before every earlier item finished");
     // An item queued after the flush started does not hold it up.
@@ -473,14 +466,7 @@ fn freeze_holds_items_until_thaw() {
 fn destroy_refuses_outsiders_and_waits() {
     let rt = Runtime::builder().cpus(1).build();
     let wq = rt.workqueue("destroy").unbound().max_active(1).build().unwrap();
-    let n = Arc::new(AtomicUsize::new(0));
-    for _ in 0..10 {
-        let n = n.clone();
-        wq.spawn(move || {
-            std::thread::sleep(Duration::from_millis(1));
-            n.fetch_add(1, Ordering::SeqCst);
-        });
-    }
+    let n = spawn_counted(&wq, 10, &Arc::default(), || std::thread::sleep(Duration::from_millis(1)));
     wq.destroy();
     assert_eq!(n.load(Ordering::SeqCst), 10);
     assert!(matches!(wq.try_queue(&Work::new(|_| {})), Err(Error::Destroyed { .. })));

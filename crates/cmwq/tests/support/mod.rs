@@ -164,3 +164,22 @@ impl Ledger {
         self.cancelled.iter().map(|a| a.load(Ordering::SeqCst) as u64).sum()
     }
 }
+
+/// Spawns `n` one-shot items on `wq`; each runs `body` while counted in `c`, then bumps the
+/// returned count of finished items.
+pub fn spawn_counted<F>(wq: &cmwq::Workqueue, n: usize, c: &Arc<Concurrency>, body: F) -> Arc<AtomicUsize>
+where
+    F: Fn() + Clone + Send + 'static,
+{
+    let done = Arc::new(AtomicUsize::new(0));
+    for _ in 0..n {
+        let (c, done, body) = (c.clone(), done.clone(), body.clone());
+        assert!(wq.spawn(move || {
+            c.enter();
+            body();
+            c.exit();
+            done.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    done
+}
