@@ -176,6 +176,16 @@ impl Shared {
         lat
     }
 
+    /// Cancels the planned items on a thread of its own (see `cancel_all`) while this thread
+    /// sleeps until every due instant has passed; returns the cancel latencies.
+    fn cancel_while_due(&self, cancel: impl Fn(usize) -> bool + Send + Sync) -> Vec<Duration> {
+        thread::scope(|sc| {
+            let canceller = sc.spawn(|| self.cancel_all(cancel));
+            self.wait_all_due();
+            canceller.join().expect("the canceller panicked")
+        })
+    }
+
     /// Sleeps until every due instant has passed.
     fn wait_all_due(&self) {
         let last = self.items.iter().filter_map(|it| it.due.get().copied()).max();
@@ -299,17 +309,12 @@ fn cmwq_run(ncpu: usize) -> Result<Outcome, String> {
             return Err(format!("b8: cmwq refused delayed item {i}"));
         }
     }
-    let lat = thread::scope(|sc| {
-        let canceller = sc.spawn(|| s.cancel_all(|i| items[i].cancel_sync()));
-        s.wait_all_due();
-        let lat = canceller.join().expect("the canceller panicked");
-        for (d, it) in items.iter().zip(&s.items) {
-            if it.cancel_at_us.is_none() {
-                d.flush();
-            }
+    let lat = s.cancel_while_due(|i| items[i].cancel_sync());
+    for (d, it) in items.iter().zip(&s.items) {
+        if it.cancel_at_us.is_none() {
+            d.flush();
         }
-        lat
-    });
+    }
     // Anything wrongly still queued runs now and is counted.
     wq.flush();
     drop(wq);
@@ -334,18 +339,11 @@ fn tokio_run(ncpu: usize) -> Result<Outcome, String> {
             })
         })
         .collect();
-    let lat = thread::scope(|sc| {
-        let canceller = sc.spawn(|| {
-            s.cancel_all(|i| {
-                handles[i].abort();
-                false
-            })
-        });
-        s.wait_all_due();
-        let lat = canceller.join().expect("the canceller panicked");
-        s.kept.wait_until(Instant::now() + FLUSH_TIMEOUT);
-        lat
+    let lat = s.cancel_while_due(|i| {
+        handles[i].abort();
+        false
     });
+    s.kept.wait_until(Instant::now() + FLUSH_TIMEOUT);
     // Stragglers of aborted items that were already handed off get a moment to show up.
     thread::sleep(Duration::from_millis(20));
     rt.shutdown_timeout(Duration::from_secs(5));
@@ -378,14 +376,10 @@ fn crossbeam_run(ncpu: usize) -> Result<Outcome, String> {
                 });
             }
         });
-        let canceller = sc.spawn(|| {
-            s.cancel_all(|i| {
-                s.items[i].cancel_req.store(true, Ordering::SeqCst);
-                false
-            })
+        let lat = s.cancel_while_due(|i| {
+            s.items[i].cancel_req.store(true, Ordering::SeqCst);
+            false
         });
-        s.wait_all_due();
-        let lat = canceller.join().expect("the canceller panicked");
         s.kept.wait_until(Instant::now() + FLUSH_TIMEOUT);
         lat
     });
