@@ -254,6 +254,24 @@ impl SplitMix64 {
     }
 }
 
+/// Waits until `cond` holds, polling every 100 us; after `timeout` fails with
+/// "<workload>: timed out waiting for <what>".
+pub fn wait_until_or_fail(
+    workload: &str,
+    what: &str,
+    timeout: Duration,
+    cond: impl Fn() -> bool,
+) -> Result<(), String> {
+    let end = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > end {
+            return Err(format!("{workload}: timed out waiting for {what}"));
+        }
+        thread::sleep(Duration::from_micros(100));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

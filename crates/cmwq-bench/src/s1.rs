@@ -59,16 +59,9 @@ struct Outcome {
     by_rescuer: usize,
 }
 
-/// Waits until `cond` holds, polling every 100 us, or fails after `TIMEOUT`.
+/// Waits until `cond` holds, or fails after `TIMEOUT`.
 fn wait_for(what: &str, cond: impl Fn() -> bool) -> Result<(), String> {
-    let end = Instant::now() + TIMEOUT;
-    while !cond() {
-        if Instant::now() > end {
-            return Err(format!("s1: timed out waiting for {what}"));
-        }
-        thread::sleep(Duration::from_micros(100));
-    }
-    Ok(())
+    crate::measure::wait_until_or_fail("s1", what, TIMEOUT, cond)
 }
 
 /// One run with the given rescuer algorithm.

@@ -26,7 +26,6 @@ use crate::Report;
 use cmwq::{FailMode, FailingSpawner, RescuerAlgorithm, Runtime, Work, Workqueue, WQ_MAX_ACTIVE};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 /// Worklist lengths.
@@ -69,16 +68,9 @@ struct Outcome {
     rescue_ms: f64,
 }
 
-/// Waits until `cond` holds, polling every 200 us, or fails after `TIMEOUT`.
+/// Waits until `cond` holds, or fails after `TIMEOUT`.
 fn wait_for(what: &str, cond: impl Fn() -> bool) -> Result<(), String> {
-    let end = Instant::now() + TIMEOUT;
-    while !cond() {
-        if Instant::now() > end {
-            return Err(format!("s2: timed out waiting for {what}"));
-        }
-        thread::sleep(Duration::from_micros(200));
-    }
-    Ok(())
+    crate::measure::wait_until_or_fail("s2", what, TIMEOUT, cond)
 }
 
 fn wq(rt: &Runtime, name: String, mem_reclaim: bool) -> Result<Workqueue, String> {
