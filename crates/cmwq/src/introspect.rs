@@ -67,7 +67,7 @@ impl PendingEntry {
 }
 
 impl PoolInfo {
-    pub(crate) fn of(p: &WorkerPool) -> PoolInfo {
+    pub(crate) fn of(p: &Arc<WorkerPool>) -> PoolInfo {
         let g = p.lock();
         let mut worklist = Vec::with_capacity(g.worklist.len());
         let mut cur = g.worklist.front();

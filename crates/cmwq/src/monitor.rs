@@ -177,7 +177,7 @@ struct Scan {
     acted: bool,
 }
 
-fn peek_pool(pool: &WorkerPool, scan: &mut Scan) {
+fn peek_pool(pool: &Arc<WorkerPool>, scan: &mut Scan) {
     let g = pool.lock();
     scan.busy |= !g.busy.is_empty();
 }
@@ -207,7 +207,7 @@ pub(crate) struct ScanBuf {
 /// the states of stopped ones) without it, then apply under it. A `full` tick (every
 /// `cm_tick`) samples every busy worker for CPU time and hogs; a fast tick only looks at the
 /// counted and sleeping workers of a per-CPU pool where items wait.
-fn scan_pool(pool: &WorkerPool, cfg: &crate::runtime::Config, full: bool, buf: &mut ScanBuf, scan: &mut Scan) {
+fn scan_pool(pool: &Arc<WorkerPool>, cfg: &crate::runtime::Config, full: bool, buf: &mut ScanBuf, scan: &mut Scan) {
     let cm = pool.is_cm();
     buf.samples.clear();
     {

@@ -247,7 +247,7 @@ impl Runtime {
 
     /// A snapshot of every pool (see [`PoolInfo`]).
     pub fn pools(&self) -> Vec<PoolInfo> {
-        self.handle.shared.all_pools().iter().map(|p| PoolInfo::of(p)).collect()
+        self.handle.shared.all_pools().iter().map(PoolInfo::of).collect()
     }
 
     /// Freezes the freezable workqueues (`freeze_workqueues_begin`): they keep accepting

@@ -7,7 +7,7 @@
 //! would only ever report our own bugs, which `assert!`s already do.
 
 pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 pub(crate) use std::sync::{Arc, OnceLock, Weak};
 
 /// A one-thread parker: `park` blocks until `unpark` is (or was) called; the token is sticky,

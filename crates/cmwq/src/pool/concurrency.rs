@@ -17,6 +17,7 @@
 //! wakes and takes the next item, counted as a `cm_wakeup` of the item that slept.
 
 use super::{flags, PoolLocked, Sleeping, WorkerPool};
+use crate::sync::Arc;
 
 impl PoolLocked {
     /// Whether worker `id` counts toward `nr_running`.
@@ -100,7 +101,7 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
         }
     };
     /// Restores the worker's running state even if `f` unwinds.
-    struct Running<'a>(&'a WorkerPool, usize, bool);
+    struct Running<'a>(&'a Arc<WorkerPool>, usize, bool);
     impl Drop for Running<'_> {
         fn drop(&mut self) {
             if !self.2 {

@@ -90,7 +90,7 @@ fn worker_name(pool: &WorkerPool, id: usize) -> String {
 }
 
 /// Joins the threads of workers that have exited (outside the pool lock).
-pub(crate) fn join_exited(pool: &WorkerPool) {
+pub(crate) fn join_exited(pool: &Arc<WorkerPool>) {
     let exited = std::mem::take(&mut pool.lock().exited);
     for h in exited {
         let _ = h.join();
@@ -147,7 +147,7 @@ fn wants_more(g: &super::PoolLocked) -> bool {
     !g.dying && g.worklist.len() > g.idle_list.len()
 }
 
-fn still_needed(pool: &WorkerPool) -> bool {
+fn still_needed(pool: &Arc<WorkerPool>) -> bool {
     let g = pool.lock();
     !g.dying && g.need_to_create_worker()
 }

@@ -16,17 +16,19 @@
 
 pub(crate) mod concurrency;
 pub(crate) mod entry;
+pub(crate) mod inbox;
 pub(crate) mod manager;
 pub(crate) mod mayday;
 pub(crate) mod registry;
 pub(crate) mod worker;
 
 pub(crate) use entry::{Entry, Item, Loc};
+pub(crate) use inbox::PoolGuard;
 
 use crate::clock::Sleeper;
 use crate::pwq::PwqLocked;
 use crate::runtime::Env;
-use crate::sync::{thread, Arc, Mutex, MutexGuard, Unparker};
+use crate::sync::{thread, Arc, Mutex, Unparker};
 use crate::work::Work;
 use crate::worklist::{List, Nodes};
 use slab::Slab;
@@ -203,8 +205,10 @@ pub(crate) struct WorkerPool {
     pub(crate) highpri: bool,
     /// I: the runtime's shared environment (clock, spawner, timers, monitor, knobs).
     pub(crate) env: Arc<Env>,
-    /// The pool lock.
+    /// The pool lock; taken through [`WorkerPool::lock`], which also moves the inbox.
     pub(crate) lock: Mutex<PoolLocked>,
+    /// Items queued without the pool lock, not yet on its lists (see [`inbox`]).
+    pub(crate) inbox: inbox::Inbox,
     /// What the manager waits on during the create cooldown (woken at shutdown).
     pub(crate) cooldown: Arc<Sleeper>,
 }
@@ -218,8 +222,6 @@ impl fmt::Debug for WorkerPool {
             .finish()
     }
 }
-
-pub(crate) type PoolGuard<'a> = MutexGuard<'a, PoolLocked>;
 
 impl WorkerPool {
     /// A new pool, registered in the process-wide pool table (which assigns its id).
@@ -250,6 +252,7 @@ impl WorkerPool {
                 mayday_gen: 0,
                 mayday_scratch: Vec::new(),
             }),
+            inbox: inbox::Inbox::default(),
             cooldown: Sleeper::new(),
         })
     }
@@ -257,10 +260,6 @@ impl WorkerPool {
     /// Whether this pool is concurrency managed (per-CPU).
     pub(crate) fn is_cm(&self) -> bool {
         self.cpu.is_some()
-    }
-
-    pub(crate) fn lock(&self) -> PoolGuard<'_> {
-        self.lock.lock()
     }
 
     /// A short name for messages: `0` or `0H` for per-CPU pools, `u3` for

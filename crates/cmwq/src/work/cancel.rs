@@ -52,10 +52,11 @@ pub(crate) fn grab_pending(work: &Work, timer: Option<&dyn TimerSteal>) -> Grabb
 /// Unlinks a queued `work` from its pool, keeping PENDING. `false` if it is not queued.
 fn steal_queued(work: &Work) -> bool {
     let snap = work.state().load();
-    if !snap.is_queued() {
+    if !snap.is_pending() {
         return false;
     }
     let Some(pool) = snap.last_pool().and_then(registry::lookup) else { return false };
+    // Locking the pool moves its inbox, where a pending item in transit may sit.
     let mut g = pool.lock();
     let snap = work.state().load();
     if !(snap.is_queued() && snap.last_pool() == Some(pool.id)) {

@@ -65,17 +65,21 @@ impl Work {
         Work { inner }
     }
 
-    /// A work item that runs `f` once (the body of `Workqueue::spawn`).
-    pub(crate) fn once<F>(f: F) -> Work
+    /// A work item that runs `f` once (the body of `Workqueue::spawn`), created already
+    /// pending on `pool`: its creator owns PENDING and queues it there at once.
+    pub(crate) fn once_pending<F>(f: F, pool: u32) -> Work
     where
         F: FnOnce() + Send + 'static,
     {
         let cell = crate::sync::Mutex::new(Some(f));
-        Work::new(move |_| {
+        let func = move |_: &Work| {
             if let Some(f) = cell.lock().take() {
                 f()
             }
-        })
+        };
+        let inner: Arc<WorkInner<WorkFn>> =
+            Arc::new(WorkInner { state: WorkState::new_pending(pool), node: AtomicU32::new(NO_NODE), func });
+        Work { inner }
     }
 
     /// Whether the item is pending: queued and not yet started (advisory, like `work_pending`).

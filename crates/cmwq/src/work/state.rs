@@ -78,6 +78,12 @@ impl WorkState {
         WorkState(AtomicU64::new((POOL_NONE as u64) << POOL_SHIFT))
     }
 
+    /// A fresh item that its creator owns (PENDING) and is about to queue on `pool`: the
+    /// state `try_claim_pending` + `set_target` would leave, without an atomic operation.
+    pub(crate) fn new_pending(pool: u32) -> WorkState {
+        WorkState(AtomicU64::new(PENDING | ((pool as u64) << POOL_SHIFT)))
+    }
+
     pub(crate) fn load(&self) -> Snapshot {
         Snapshot(self.0.load(Ordering::Acquire))
     }
@@ -94,6 +100,20 @@ impl WorkState {
     pub(crate) fn release_claim(&self) {
         let prev = self.0.fetch_and(!PENDING, Ordering::AcqRel);
         assert!(prev & PENDING != 0 && prev & QUEUED == 0, "release_claim of an unowned item: {:?}", Snapshot(prev));
+    }
+
+    /// Owned, not queued: records `pool` as the pool the item is being queued on (it sits in
+    /// that pool's inbox until a lock holder moves it; `pool::inbox`). No atomic RMW when the
+    /// field already says so; nobody else writes the word while the caller owns PENDING.
+    pub(crate) fn set_target(&self, pool: u32) {
+        if self.load().last_pool() == Some(pool) {
+            return;
+        }
+        let r = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+            assert!(s & (PENDING | QUEUED) == PENDING, "set_target of an unowned item: {:?}", Snapshot(s));
+            Some((s & !(u64::MAX << POOL_SHIFT)) | ((pool as u64) << POOL_SHIFT))
+        });
+        debug_assert!(r.is_ok());
     }
 
     /// Owned → queued on `pool`. Pool lock held.

@@ -287,7 +287,7 @@ impl Workqueue {
     where
         F: FnOnce() + Send + 'static,
     {
-        self.queue(&Work::once(f))
+        self.handle.wq.spawn(f).unwrap_or_else(|e| warn(&e))
     }
 
     /// Waits until every item queued before the call has finished, and not for items queued
@@ -393,6 +393,27 @@ impl WqShared {
         Ok(true)
     }
 
+    /// `spawn`: a fresh item is created already owned and aimed at its pool, so queueing it
+    /// takes no atomic RMW on its state and no non-reentrancy check (it never ran).
+    fn spawn<F>(&self, f: F) -> Result<bool, Error>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.check_accepting()?;
+        let pwq = self.local_pwq(None);
+        pwq.pool.submit(pwq.slot, Work::once_pending(f, pwq.pool.id));
+        Ok(true)
+    }
+
+    /// The pwq a queueing lands on before the non-reentrancy redirect: the only one of an
+    /// unbound workqueue, else that of `cpu` or of the CPU the caller runs on.
+    fn local_pwq(&self, cpu: Option<usize>) -> &Pwq {
+        match &self.pwqs {
+            Pwqs::Unbound(p) => p,
+            Pwqs::PerCpu(v) => &v[cpu.unwrap_or_else(|| current_cpu(v.len()))],
+        }
+    }
+
     /// Whether the caller is a worker running an item of this workqueue (chained queueing is
     /// allowed while draining or destroying).
     fn is_chained(&self) -> bool {
@@ -408,8 +429,7 @@ impl WqShared {
         let pwq = match &self.pwqs {
             Pwqs::Unbound(p) => p,
             Pwqs::PerCpu(v) => {
-                let cpu = cpu.unwrap_or_else(|| current_cpu(v.len()));
-                let pwq = &v[cpu];
+                let pwq = self.local_pwq(cpu);
                 if let Some(last) = work.state().load().last_pool() {
                     if last != pwq.pool.id {
                         if let Some(other) = v.iter().find(|p| p.pool.id == last) {
@@ -427,8 +447,8 @@ impl WqShared {
                 pwq
             }
         };
-        let mut g = pwq.pool.lock();
-        pwq.pool.insert_work(&mut g, pwq.slot, work);
+        work.state().set_target(pwq.pool.id);
+        pwq.pool.submit(pwq.slot, work);
     }
 
     /// Whether every pwq is empty: nothing active, nothing inactive (`pwq_is_empty`).
