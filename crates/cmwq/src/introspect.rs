@@ -23,7 +23,7 @@ pub struct PoolInfo {
     pub nr_idle: usize,
     /// Workers counted as running (per-CPU pools).
     pub nr_running: usize,
-    /// Work items on the worklist.
+    /// Items on the worklist: work items and spawned closures (not barriers or cursors).
     pub nr_pending: usize,
     /// A manager is active (`POOL_MANAGER_ACTIVE`).
     pub manager_active: bool,
@@ -41,6 +41,11 @@ pub enum PendingEntry {
         workqueue: Arc<str>,
         /// The item.
         work: Work,
+    },
+    /// A closure queued by `Workqueue::spawn`.
+    Spawned {
+        /// The workqueue's name.
+        workqueue: Arc<str>,
     },
     /// A flush barrier (`BAR` in the kernel's dump).
     Barrier {
@@ -76,6 +81,7 @@ impl PoolInfo {
             let workqueue = g.pwqs[e.pwq as usize].wq.name.clone();
             worklist.push(match &e.item {
                 Item::Work(w) => PendingEntry::Work { workqueue, work: w.clone() },
+                Item::Once(_) => PendingEntry::Spawned { workqueue },
                 Item::Barrier(_) => PendingEntry::Barrier { workqueue },
                 Item::Cursor => PendingEntry::Cursor { workqueue },
             });
@@ -88,7 +94,10 @@ impl PoolInfo {
             nr_workers: g.nr_workers,
             nr_idle: g.idle_list.len(),
             nr_running: g.nr_running,
-            nr_pending: worklist.iter().filter(|e| matches!(e, PendingEntry::Work { .. })).count(),
+            nr_pending: worklist
+                .iter()
+                .filter(|e| matches!(e, PendingEntry::Work { .. } | PendingEntry::Spawned { .. }))
+                .count(),
             manager_active: g.manager_active,
             worklist,
         }

@@ -179,7 +179,7 @@ struct Scan {
 
 fn peek_pool(pool: &Arc<WorkerPool>, scan: &mut Scan) {
     let g = pool.lock();
-    scan.busy |= !g.busy.is_empty();
+    scan.busy |= g.nr_busy > 0;
 }
 
 /// One busy worker's sample: taken under the pool lock, completed outside it.
@@ -212,7 +212,7 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &crate::runtime::Config, full: bool, b
     buf.samples.clear();
     {
         let g = pool.lock();
-        if g.busy.is_empty() {
+        if g.nr_busy == 0 {
             return;
         }
         scan.busy = true;

@@ -3,8 +3,8 @@
 //! §3.1, §3.4).
 //!
 //! Every entry lives in the pool's node arena and is on exactly one list: the worklist, its
-//! pwq's inactive list, or a worker's scheduled list ([`Loc`]). An entry is a work item or a
-//! flush barrier. A barrier is linked behind its target (`linked` on the entry before it), so
+//! pwq's inactive list, or a worker's scheduled list ([`Loc`]). An entry is a work item, a
+//! one-shot closure, a flush barrier or a rescuer cursor. A barrier is linked behind its target (`linked` on the entry before it), so
 //! the chain moves as one: activation moves the item with its barriers to the worklist,
 //! dispatch moves them to the worker's scheduled list, and the barrier completes right after
 //! its target has run. Barriers count in their colour's in-flight count (so a workqueue flush
@@ -16,17 +16,34 @@ use crate::sync::Arc;
 use crate::work::{Work, NO_NODE};
 use crate::worklist::{List, Nodes, NIL};
 
+/// The closure of a one-shot item (`Workqueue::spawn`).
+pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
+
 /// What an entry is.
-#[derive(Debug)]
 pub(crate) enum Item {
     /// A queued work item (the list's handle on it).
     Work(Work),
+    /// A one-shot closure from `Workqueue::spawn`: an anonymous item nobody else can name, so
+    /// it has no state word, cannot be cancelled or flushed on its own, and cannot collide
+    /// with itself (it is counted, coloured and run like any item).
+    Once(Job),
     /// A flush barrier (`wq_barrier`): completes when dispatched, i.e. after what it is linked
     /// behind.
     Barrier(Arc<Completion>),
     /// The rescuer cursor of pwq `Entry::pwq` (`mayday_cursor`): only ever on the worklist,
     /// never run, never counted; a normal worker that meets it at the head just unlinks it.
     Cursor,
+}
+
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::Work(w) => f.debug_tuple("Work").field(w).finish(),
+            Item::Once(_) => f.write_str("Once"),
+            Item::Barrier(b) => f.debug_tuple("Barrier").field(b).finish(),
+            Item::Cursor => f.write_str("Cursor"),
+        }
+    }
 }
 
 /// The list an entry is on.
@@ -120,7 +137,7 @@ impl PoolLocked {
     pub(crate) fn assign_work(&mut self, idx: u32, me: usize) -> bool {
         let to = match &self.nodes.get(idx).item {
             Item::Work(w) => self.find_worker_executing(w).unwrap_or(me),
-            Item::Barrier(_) => me,
+            Item::Barrier(_) | Item::Once(_) => me,
             Item::Cursor => {
                 debug_assert!(self.workers[me].flags & super::flags::RESCUER == 0, "a rescuer met a cursor");
                 self.unlink_cursor(idx);
@@ -140,10 +157,10 @@ impl PoolLocked {
 }
 
 impl WorkerPool {
-    /// Queues `work` (whose PENDING the caller owns) on pwq `slot` of this pool
-    /// (`__queue_work` steps 5-8): active on the worklist if the pwq has a free slot and
-    /// nothing waits before it, else on the pwq's inactive list.
-    pub(crate) fn insert_work(self: &Arc<Self>, g: &mut PoolLocked, slot: u32, work: Work) {
+    /// Queues `item` (a work item whose PENDING the caller owns, or a one-shot closure) on pwq
+    /// `slot` of this pool (`__queue_work` steps 5-8): active on the worklist if the pwq has a
+    /// free slot and nothing waits before it, else on the pwq's inactive list.
+    pub(crate) fn insert_work(self: &Arc<Self>, g: &mut PoolLocked, slot: u32, item: Item) {
         let (color, active) = {
             let pwq = &mut g.pwqs[slot as usize];
             let color = pwq.work_color;
@@ -155,14 +172,15 @@ impl WorkerPool {
             (color, active)
         };
         let loc = if active { Loc::Worklist } else { Loc::Inactive };
-        let entry = Entry { item: Item::Work(work), pwq: slot, color, inactive: !active, linked: false, loc };
+        let entry = Entry { item, pwq: slot, color, inactive: !active, linked: false, loc };
         if active && g.worklist.is_empty() {
             g.progress += 1;
         }
         let idx = g.with_list(loc, slot, |l, n| l.push_back(n, entry));
-        let Item::Work(work) = &g.nodes.get(idx).item else { unreachable!() };
-        work.set_node(idx);
-        work.state().set_queued(self.id);
+        if let Item::Work(work) = &g.nodes.get(idx).item {
+            work.set_node(idx);
+            work.state().set_queued(self.id);
+        }
         if active {
             self.kick_pool(g);
             if self.is_cm() && g.nr_running > 0 {

@@ -26,17 +26,17 @@
 //! While an item is in the inbox its state is PENDING, not QUEUED, with the target pool in the
 //! pool-id field: `cancel` and `flush_work` lock that pool, which drains it (step 1).
 
-use super::{PoolLocked, WorkerPool};
+use super::{Item, PoolLocked, WorkerPool};
 use crate::sync::{fence, Arc, MutexGuard, Ordering};
-use crate::work::Work;
 use crossbeam_queue::SegQueue;
 use std::ops::{Deref, DerefMut};
 
 /// Items queued on a pool and not yet on its lists.
 #[derive(Default)]
 pub(crate) struct Inbox {
-    /// `(pwq slot, item)` in queueing order. The queuer owns each item's PENDING.
-    q: SegQueue<(u32, Work)>,
+    /// `(pwq slot, item)` in queueing order: work items whose PENDING the queuer owns, and
+    /// one-shot closures.
+    q: SegQueue<(u32, Item)>,
 }
 
 impl Inbox {
@@ -63,10 +63,11 @@ impl WorkerPool {
         g
     }
 
-    /// Queues `work` (whose PENDING the caller owns, with this pool recorded in its state) on
-    /// pwq `slot` without waiting for the pool lock (protocol step 3).
-    pub(crate) fn submit(self: &Arc<Self>, slot: u32, work: Work) {
-        self.inbox.q.push((slot, work));
+    /// Queues `item` (a work item whose PENDING the caller owns, with this pool recorded in
+    /// its state, or a one-shot closure) on pwq `slot` without waiting for the pool lock
+    /// (protocol step 3).
+    pub(crate) fn submit(self: &Arc<Self>, slot: u32, item: Item) {
+        self.inbox.q.push((slot, item));
         // Pairs with the fence in `PoolGuard::drop`: see the module docs.
         fence(Ordering::SeqCst);
         if !self.lock.is_locked() {
@@ -82,8 +83,8 @@ impl PoolGuard<'_> {
     /// Moves everything in the inbox onto the pool's lists, in queueing order.
     fn drain_inbox(&mut self) {
         let pool = self.pool;
-        while let Some((slot, work)) = pool.inbox.q.pop() {
-            pool.insert_work(self, slot, work);
+        while let Some((slot, item)) = pool.inbox.q.pop() {
+            pool.insert_work(self, slot, item);
         }
     }
 }

@@ -166,8 +166,11 @@ pub(crate) struct PoolLocked {
     pub(crate) nr_running: usize,
     /// Workers alive (not told to die).
     pub(crate) nr_workers: usize,
-    /// Busy workers by the item they run (work id → worker id).
+    /// Busy workers by the item they run (work id → worker id); one-shot closures, which
+    /// cannot collide, are not in it.
     pub(crate) busy: BusyTable,
+    /// Workers running an item (work item or one-shot closure).
+    pub(crate) nr_busy: usize,
     /// A worker is acting as manager (`POOL_MANAGER_ACTIVE`).
     pub(crate) manager_active: bool,
     /// The idle-cull timer is armed.
@@ -240,6 +243,7 @@ impl WorkerPool {
                 nr_running: 0,
                 nr_workers: 0,
                 busy: BusyTable::default(),
+                nr_busy: 0,
                 manager_active: false,
                 idle_timer_armed: false,
                 create_timer_armed: false,

@@ -109,7 +109,9 @@ pub(crate) fn process_scheduled_works<'a>(
     while let Some(idx) = g.workers[me].scheduled.front() {
         let e = g.remove_entry(idx);
         match e.item {
-            Item::Work(work) => g = process_one_work(pool, g, me, work, e.pwq, e.color, e.inactive, deferred),
+            Item::Work(_) | Item::Once(_) => {
+                g = process_one_work(pool, g, me, e.item, e.pwq, e.color, e.inactive, deferred)
+            }
             Item::Barrier(done) => {
                 // `wq_barrier_func`: what it was linked behind has run.
                 done.complete();
@@ -121,13 +123,14 @@ pub(crate) fn process_scheduled_works<'a>(
     g
 }
 
-/// Runs one item (`process_one_work`). The lock is released around the function.
+/// Runs one item, a work item or a one-shot closure (`process_one_work`). The lock is
+/// released around the function.
 #[allow(clippy::too_many_arguments)]
 fn process_one_work<'a>(
     pool: &'a Arc<WorkerPool>,
     mut g: PoolGuard<'a>,
     me: usize,
-    work: Work,
+    item: Item,
     slot: u32,
     color: u8,
     inactive: bool,
@@ -135,8 +138,16 @@ fn process_one_work<'a>(
 ) -> PoolGuard<'a> {
     let seq = g.next_seq;
     g.next_seq += 1;
-    g.busy.insert(work.id(), me);
-    g.workers[me].current = Some(Current { work_id: work.id(), pwq: slot, color, seq });
+    // A one-shot closure has no identity to collide on: it stays out of the busy table.
+    let work_id = match &item {
+        Item::Work(work) => {
+            g.busy.insert(work.id(), me);
+            work.id()
+        }
+        _ => 0,
+    };
+    g.workers[me].current = Some(Current { work_id, pwq: slot, color, seq });
+    g.nr_busy += 1;
     let cpu_intensive = g.pwqs[slot as usize].wq.flags.cpu_intensive;
     if cpu_intensive {
         g.worker_set_flags(me, flags::CPU_INTENSIVE);
@@ -144,7 +155,9 @@ fn process_one_work<'a>(
     // Chain execution for workers that do not count in nr_running (unbound pools,
     // CPU-intensive items): if more items wait, wake another idle worker.
     pool.kick_pool(&mut g);
-    work.state().release_for_run(pool.id);
+    if let Item::Work(work) = &item {
+        work.state().release_for_run(pool.id);
+    }
     g.pwqs[slot as usize].stats.started += 1;
     let waiting = pool.is_cm() && !g.worklist.is_empty() && g.nr_running > 0;
     drop(g);
@@ -155,7 +168,15 @@ fn process_one_work<'a>(
     pool.env.monitor.note_busy();
     drop(deferred.take());
 
-    let panicked = catch_unwind(AssertUnwindSafe(|| work.run())).err();
+    let (work, panicked) = match item {
+        Item::Work(work) => {
+            let panicked = catch_unwind(AssertUnwindSafe(|| work.run())).err();
+            (Some(work), panicked)
+        }
+        // The closure and what it captured are consumed (dropped) inside the call.
+        Item::Once(job) => (None, catch_unwind(AssertUnwindSafe(job)).err()),
+        Item::Barrier(_) | Item::Cursor => unreachable!("process_one_work of a barrier or cursor"),
+    };
 
     let mut g = pool.lock();
     let pwq = &mut g.pwqs[slot as usize];
@@ -165,15 +186,17 @@ fn process_one_work<'a>(
         (pwq.wq.clone(), payload)
     });
     finish_current(&mut g, me);
-    g.busy.remove(&work.id());
+    if let Some(work) = &work {
+        g.busy.remove(&work.id());
+    }
     pool.dec_nr_in_flight(&mut g, slot, color, inactive);
     if let Some((wq, payload)) = report {
         // The handler is user code: run it without the pool lock.
         drop(g);
-        wq.report_panic(&work, payload);
+        wq.report_panic(work.as_ref(), payload);
         g = pool.lock();
     }
-    *deferred = Some(work);
+    *deferred = work;
     g
 }
 
@@ -181,6 +204,7 @@ fn process_one_work<'a>(
 fn finish_current(g: &mut PoolLocked, me: usize) {
     g.worker_clr_flags(me, flags::CPU_INTENSIVE);
     g.worker_set_sleeping(me, Sleeping::No);
+    g.nr_busy -= 1;
     let w = &mut g.workers[me];
     w.current = None;
     w.mon.hog_valid = false;

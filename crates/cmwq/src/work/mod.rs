@@ -65,23 +65,6 @@ impl Work {
         Work { inner }
     }
 
-    /// A work item that runs `f` once (the body of `Workqueue::spawn`), created already
-    /// pending on `pool`: its creator owns PENDING and queues it there at once.
-    pub(crate) fn once_pending<F>(f: F, pool: u32) -> Work
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        let cell = crate::sync::Mutex::new(Some(f));
-        let func = move |_: &Work| {
-            if let Some(f) = cell.lock().take() {
-                f()
-            }
-        };
-        let inner: Arc<WorkInner<WorkFn>> =
-            Arc::new(WorkInner { state: WorkState::new_pending(pool), node: AtomicU32::new(NO_NODE), func });
-        Work { inner }
-    }
-
     /// Whether the item is pending: queued and not yet started (advisory, like `work_pending`).
     pub fn is_pending(&self) -> bool {
         self.inner.state.load().is_pending()

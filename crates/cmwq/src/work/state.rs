@@ -78,12 +78,6 @@ impl WorkState {
         WorkState(AtomicU64::new((POOL_NONE as u64) << POOL_SHIFT))
     }
 
-    /// A fresh item that its creator owns (PENDING) and is about to queue on `pool`: the
-    /// state `try_claim_pending` + `set_target` would leave, without an atomic operation.
-    pub(crate) fn new_pending(pool: u32) -> WorkState {
-        WorkState(AtomicU64::new(PENDING | ((pool as u64) << POOL_SHIFT)))
-    }
-
     pub(crate) fn load(&self) -> Snapshot {
         Snapshot(self.0.load(Ordering::Acquire))
     }

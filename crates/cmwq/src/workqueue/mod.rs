@@ -22,6 +22,7 @@ pub(crate) mod system;
 use crate::clock::Sleeper;
 use crate::error::Error;
 use crate::flush::{FlushLocked, FlushShared};
+use crate::pool::Item;
 use crate::pwq::{Pwq, PwqLocked};
 use crate::rescuer::Rescuer;
 use crate::runtime::Runtime;
@@ -57,8 +58,8 @@ pub(crate) struct WqFlags {
 pub struct WorkPanic<'a> {
     /// The workqueue's name.
     pub workqueue: &'a str,
-    /// The item that panicked.
-    pub work: &'a Work,
+    /// The item that panicked; `None` for a closure run by [`Workqueue::spawn`].
+    pub work: Option<&'a Work>,
     /// The panic payload.
     pub payload: &'a (dyn Any + Send),
 }
@@ -113,7 +114,7 @@ impl WqInfo {
     }
 
     /// Hands a caught panic to the handler. No lock held.
-    pub(crate) fn report_panic(&self, work: &Work, payload: Box<dyn Any + Send>) {
+    pub(crate) fn report_panic(&self, work: Option<&Work>, payload: Box<dyn Any + Send>) {
         let p = WorkPanic { workqueue: &self.name, work, payload: &*payload };
         match &self.panic_handler {
             Some(h) => {
@@ -122,12 +123,14 @@ impl WqInfo {
                     eprintln!("cmwq: the panic handler of workqueue {:?} panicked", self.name);
                 }
             }
-            None => eprintln!(
-                "cmwq: work item {:#x} on workqueue {:?} panicked: {}",
-                work.id(),
-                self.name,
-                p.message().unwrap_or("<non-string payload>")
-            ),
+            None => {
+                let what = work.map_or_else(|| "a spawned closure".to_string(), |w| format!("work item {:#x}", w.id()));
+                eprintln!(
+                    "cmwq: {what} on workqueue {:?} panicked: {}",
+                    self.name,
+                    p.message().unwrap_or("<non-string payload>")
+                )
+            }
         }
     }
 }
@@ -393,15 +396,15 @@ impl WqShared {
         Ok(true)
     }
 
-    /// `spawn`: a fresh item is created already owned and aimed at its pool, so queueing it
-    /// takes no atomic RMW on its state and no non-reentrancy check (it never ran).
+    /// `spawn`: the closure is queued as an anonymous one-shot entry (`Item::Once`): nobody
+    /// else can name it, so it needs no state word, no PENDING and no non-reentrancy check.
     fn spawn<F>(&self, f: F) -> Result<bool, Error>
     where
         F: FnOnce() + Send + 'static,
     {
         self.check_accepting()?;
         let pwq = self.local_pwq(None);
-        pwq.pool.submit(pwq.slot, Work::once_pending(f, pwq.pool.id));
+        pwq.pool.submit(pwq.slot, Item::Once(Box::new(f)));
         Ok(true)
     }
 
@@ -437,7 +440,7 @@ impl WqShared {
                             if let Some(wk) = g.find_worker_executing(&work) {
                                 let running_in = g.workers[wk].current.as_ref().map(|c| c.pwq);
                                 if running_in == Some(other.slot) {
-                                    other.pool.insert_work(&mut g, other.slot, work);
+                                    other.pool.insert_work(&mut g, other.slot, Item::Work(work));
                                     return;
                                 }
                             }
@@ -448,7 +451,7 @@ impl WqShared {
             }
         };
         work.state().set_target(pwq.pool.id);
-        pwq.pool.submit(pwq.slot, work);
+        pwq.pool.submit(pwq.slot, Item::Work(work));
     }
 
     /// Whether every pwq is empty: nothing active, nothing inactive (`pwq_is_empty`).
