@@ -86,6 +86,21 @@ impl PoolLocked {
     /// Moves entry `idx` and the entries linked behind it to `dst`, before `before` (`NIL` =
     /// at the tail) (`move_linked_works`).
     pub(crate) fn move_linked(&mut self, idx: u32, dst: Loc, before: u32) {
+        let (src, pwq, linked) = {
+            let e = self.nodes.get(idx);
+            (e.loc, e.pwq, e.linked)
+        };
+        if !linked {
+            // The common case, one entry: both list heads are copied out, changed, put back.
+            debug_assert_ne!(src, dst, "move_linked within one list");
+            let mut from = *self.list_slot(src, pwq);
+            let mut to = *self.list_slot(dst, pwq);
+            from.move_to(&mut self.nodes, idx, &mut to, before);
+            *self.list_slot(src, pwq) = from;
+            *self.list_slot(dst, pwq) = to;
+            self.nodes.get_mut(idx).loc = dst;
+            return;
+        }
         let mut cur = idx;
         loop {
             debug_assert_ne!(self.nodes.get(cur).loc, dst, "move_linked within one list");
@@ -146,6 +161,24 @@ impl PoolLocked {
         };
         self.move_linked(idx, Loc::Scheduled(to), NIL);
         to == me
+    }
+
+    /// `assign_work` of the common case, without the detour through the scheduled list: if
+    /// entry `idx` is an item with nothing linked behind it, not running on another worker,
+    /// and `me`'s scheduled list is empty, it is unlinked and returned for `me` to run at once.
+    /// Within one lock hold this is the same as moving it to `me`'s scheduled list and taking
+    /// it from there (`process_scheduled_works`); otherwise `None` and nothing changes.
+    pub(crate) fn take_alone(&mut self, idx: u32, me: usize) -> Option<Entry> {
+        let e = self.nodes.get(idx);
+        if e.linked || !self.workers[me].scheduled.is_empty() {
+            return None;
+        }
+        match &e.item {
+            Item::Once(_) => {}
+            Item::Work(w) if self.find_worker_executing(w).is_none() => {}
+            _ => return None,
+        }
+        Some(self.remove_entry(idx))
     }
 
     /// Unlinks the cursor entry `idx` (no accounting: it never counted).

@@ -1,48 +1,74 @@
 //! The submission inbox: queueing without the pool lock (a departure from the kernel, where
 //! `__queue_work` takes `pool->lock`; docs/design.md §1.1).
 //!
-//! A queuer that owns an item's PENDING pushes `(pwq slot, item)` onto the pool's lock-free
-//! inbox instead of taking the pool lock. Whoever holds the pool lock moves the inbox onto the
-//! pool's lists with [`WorkerPool::insert_work`], so everything the lock guards (colours,
-//! `nr_active`, the inactive lists, kicks, the monitor) is decided under the lock exactly as if
-//! the queuer had taken it itself, just later.
+//! A queuer that owns an item's PENDING appends `(pwq slot, item)` to the pool's inbox instead
+//! of taking the pool lock. The inbox is a vector behind a lock of its own that is held only
+//! for one `push` or one swap, never while anything else is done (the kernel's `llist_add` /
+//! `llist_del_all` pattern with a buffer in place of the list, so an entry costs no node of
+//! its own). Whoever holds the pool lock swaps the whole inbox out and moves it onto the
+//! pool's lists with [`WorkerPool::insert_work`], so everything the pool lock guards (colours,
+//! `nr_active`, the inactive lists, kicks, the monitor) is decided under the pool lock exactly
+//! as if the queuer had taken it itself, just later.
 //!
 //! Protocol (flat combining):
 //! 1. [`WorkerPool::lock`] drains the inbox right after acquiring: a lock holder sees every
 //!    item whose queueing happened before its acquisition, so `flush`, `cancel` and the flush
 //!    colours see the pool as if queueing had been locked.
 //! 2. Releasing a [`PoolGuard`] drains the inbox, unlocks, then (after a `SeqCst` fence) looks
-//!    at the inbox again, and if it is not empty takes the lock back with `try_lock` and
-//!    repeats.
-//! 3. A queuer pushes, issues a `SeqCst` fence, then looks at the lock: if it is free it takes
-//!    it with `try_lock` (which drains, step 1); if it is held, it returns.
+//!    at the inbox's length again, and if it is not zero takes the lock back with `try_lock`
+//!    and repeats.
+//! 3. A queuer appends, issues a `SeqCst` fence, then looks at the pool lock: if it is free it
+//!    takes it with `try_lock` (which drains, step 1); if it is held, it returns.
 //!
-//! Guarantee: an item pushed is on the pool's lists within one lock hold. Steps 2 and 3 are
+//! Guarantee: an item appended is on the pool's lists within one lock hold. Steps 2 and 3 are
 //! Dekker's pattern with `SeqCst` fences on both sides: either the releaser's second look sees
-//! the push, or the queuer's look at the lock sees it released (or held by a later holder, who
-//! releases through step 2 in turn). The queuer never waits for the lock, so producers and
-//! workers no longer serialize on it item by item.
+//! the append, or the queuer's look at the lock sees it released (or held by a later holder,
+//! who releases through step 2 in turn). The queuer never waits for the pool lock, so
+//! producers and workers no longer serialize on it item by item.
 //!
 //! While an item is in the inbox its state is PENDING, not QUEUED, with the target pool in the
 //! pool-id field: `cancel` and `flush_work` lock that pool, which drains it (step 1).
 
 use super::{Item, PoolLocked, WorkerPool};
-use crate::sync::{fence, Arc, MutexGuard, Ordering};
-use crossbeam_queue::SegQueue;
+use crate::sync::{fence, Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
 use std::ops::{Deref, DerefMut};
+
+/// One queued entry: the pwq slot in the pool, and a work item whose PENDING the queuer owns or
+/// a one-shot closure.
+pub(crate) type Queued = (u32, Item);
 
 /// Items queued on a pool and not yet on its lists.
 #[derive(Default)]
 pub(crate) struct Inbox {
-    /// `(pwq slot, item)` in queueing order: work items whose PENDING the queuer owns, and
-    /// one-shot closures.
-    q: SegQueue<(u32, Item)>,
+    /// The entries in queueing order. Held for one `push` or one swap, nothing else.
+    q: Mutex<Vec<Queued>>,
+    /// How many entries `q` holds: written only with `q` locked, read without it (the Dekker
+    /// looks of steps 2 and 3, and the drain's fast path).
+    len: AtomicUsize,
 }
 
 impl Inbox {
     /// Whether nothing waits to be moved.
+    ///
+    /// `Relaxed` is enough: every store happens under `q`'s lock, so a reader that is ordered
+    /// after an append (program order, a synchronizing operation, or the `SeqCst` fences of the
+    /// protocol) reads that append's length or a later one; a later zero was written by a drain
+    /// that took the entry.
     pub(crate) fn is_empty(&self) -> bool {
-        self.q.is_empty()
+        self.len.load(Ordering::Relaxed) == 0
+    }
+
+    fn push(&self, e: Queued) {
+        let mut q = self.q.lock();
+        q.push(e);
+        self.len.store(q.len(), Ordering::Relaxed);
+    }
+
+    /// Swaps the whole inbox with `batch` (empty, kept for its capacity).
+    fn take_all(&self, batch: &mut Vec<Queued>) {
+        let mut q = self.q.lock();
+        std::mem::swap(&mut *q, batch);
+        self.len.store(0, Ordering::Relaxed);
     }
 }
 
@@ -67,7 +93,7 @@ impl WorkerPool {
     /// its state, or a one-shot closure) on pwq `slot` without waiting for the pool lock
     /// (protocol step 3).
     pub(crate) fn submit(self: &Arc<Self>, slot: u32, item: Item) {
-        self.inbox.q.push((slot, item));
+        self.inbox.push((slot, item));
         // Pairs with the fence in `PoolGuard::drop`: see the module docs.
         fence(Ordering::SeqCst);
         if !self.lock.is_locked() {
@@ -83,9 +109,15 @@ impl PoolGuard<'_> {
     /// Moves everything in the inbox onto the pool's lists, in queueing order.
     fn drain_inbox(&mut self) {
         let pool = self.pool;
-        while let Some((slot, item)) = pool.inbox.q.pop() {
+        if pool.inbox.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.inbox_batch);
+        pool.inbox.take_all(&mut batch);
+        for (slot, item) in batch.drain(..) {
             pool.insert_work(self, slot, item);
         }
+        self.inbox_batch = batch;
     }
 }
 

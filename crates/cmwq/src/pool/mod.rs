@@ -196,6 +196,9 @@ pub(crate) struct PoolLocked {
     pub(crate) mayday_gen: u64,
     /// Reused by the mayday timer to collect the pwqs it calls for.
     pub(crate) mayday_scratch: Vec<u32>,
+    /// Reused by the inbox drain: the inbox is swapped into it, then moved onto the lists
+    /// (empty between drains; kept for its capacity so that a drain allocates nothing).
+    pub(crate) inbox_batch: Vec<inbox::Queued>,
 }
 
 /// A worker pool.
@@ -255,6 +258,7 @@ impl WorkerPool {
                 mayday_timer: None,
                 mayday_gen: 0,
                 mayday_scratch: Vec::new(),
+                inbox_batch: Vec::new(),
             }),
             inbox: inbox::Inbox::default(),
             cooldown: Sleeper::new(),

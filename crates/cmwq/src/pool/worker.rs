@@ -80,7 +80,14 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
             }
             g.worker_clr_flags(me, flags::PREP);
             while let Some(head) = g.worklist.front() {
-                if g.assign_work(head, me) {
+                if let Some(e) = g.take_alone(head, me) {
+                    g.progress += 1;
+                    g = process_one_work(&pool, g, me, e.item, e.pwq, e.color, e.inactive, &mut deferred);
+                    if !g.workers[me].scheduled.is_empty() {
+                        // Items that collided with the one just run were handed to this worker.
+                        g = process_scheduled_works(&pool, g, me, &mut deferred);
+                    }
+                } else if g.assign_work(head, me) {
                     g = process_scheduled_works(&pool, g, me, &mut deferred);
                 }
                 if !g.keep_working() {
