@@ -33,6 +33,10 @@ use super::{Item, PoolLocked, WorkerPool};
 use crate::sync::{fence, Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
 use std::ops::{Deref, DerefMut};
 
+/// Capacity (entries) a drained buffer keeps after a burst: enough that a steady flood of
+/// small items allocates nothing, small enough that a burst's memory is given back.
+const INBOX_KEEP: usize = 1024;
+
 /// One queued entry: the pwq slot in the pool, and a work item whose PENDING the queuer owns or
 /// a one-shot closure.
 pub(crate) type Queued = (u32, Item);
@@ -117,6 +121,9 @@ impl PoolGuard<'_> {
         for (slot, item) in batch.drain(..) {
             pool.insert_work(self, slot, item);
         }
+        // A burst leaves a large buffer behind; keep a small one (the swap hands this buffer
+        // to the inbox next time, so both buffers stay bounded in steady state).
+        batch.shrink_to(INBOX_KEEP);
         self.inbox_batch = batch;
     }
 }
