@@ -528,3 +528,38 @@ fn panic_goes_to_handler_and_everything_goes_on() {
     wq2.flush();
     assert!(ok.load(Ordering::SeqCst));
 }
+
+/// Dropping the last handle while the thread unwinds does not wait for items in flight (which
+/// may be waiting for the code that panicked): the unwind completes, the blocked item still
+/// runs to its end afterwards, and nothing queued is lost.
+#[test]
+fn drop_during_a_panic_does_not_wait_for_the_drain() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("unwinding").build().unwrap();
+    let gate = Latch::new();
+    let started = Latch::new();
+    let done = Arc::new(AtomicBool::new(false));
+    let (g2, s2, d2) = (gate.clone(), started.clone(), done.clone());
+    assert!(wq.queue(&Work::new(move |_| {
+        s2.open();
+        g2.wait();
+        d2.store(true, Ordering::SeqCst);
+    })));
+    started.wait();
+    let unwound = Arc::new(AtomicBool::new(false));
+    let u2 = unwound.clone();
+    // On its own thread, so that a drop that did wait fails the deadline below instead of
+    // hanging the test.
+    let t = std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _wq = wq;
+            panic!("the owner panics while an item is blocked");
+        }));
+        u2.store(r.is_err(), Ordering::SeqCst);
+    });
+    wait_for("the unwind to finish without waiting for the blocked item", || unwound.load(Ordering::SeqCst));
+    assert!(!done.load(Ordering::SeqCst));
+    t.join().unwrap();
+    gate.open();
+    wait_for("the blocked item to finish", || done.load(Ordering::SeqCst));
+}

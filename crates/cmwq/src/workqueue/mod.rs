@@ -171,6 +171,15 @@ struct WqHandle {
 
 impl Drop for WqHandle {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Unwinding (a failed assertion in a test, a panic in the owner): waiting here for
+            // items in flight could block the unwind forever, for example behind an item that
+            // waits for the code that just panicked. Refuse new work and let the rest run and
+            // be reclaimed with the runtime, as for a destroy from the queue's own item.
+            self.wq.info.destroying.store(true, Ordering::Release);
+            eprintln!("cmwq: workqueue {:?} dropped during a panic: not waiting for it to drain", self.wq.info.name);
+            return;
+        }
         if self.wq.destroy() {
             self.wq.detach();
         }
