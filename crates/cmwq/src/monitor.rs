@@ -179,7 +179,7 @@ struct Scan {
 
 fn peek_pool(pool: &Arc<WorkerPool>, scan: &mut Scan) {
     let g = pool.lock();
-    scan.busy |= g.nr_busy > 0;
+    scan.busy |= g.any_busy();
 }
 
 /// One busy worker's sample: taken under the pool lock, completed outside it.
@@ -212,7 +212,7 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &crate::runtime::Config, full: bool, b
     buf.samples.clear();
     {
         let g = pool.lock();
-        if g.nr_busy == 0 {
+        if !g.any_busy() {
             return;
         }
         scan.busy = true;

@@ -4,8 +4,8 @@
 //!
 //! Every entry lives in the pool's node arena and is on exactly one list: the worklist, its
 //! pwq's inactive list, or a worker's scheduled list ([`Loc`]). An entry is a work item, a
-//! one-shot closure, a flush barrier or a rescuer cursor. A barrier is linked behind its target (`linked` on the entry before it), so
-//! the chain moves as one: activation moves the item with its barriers to the worklist,
+//! one-shot closure, a flush barrier or a rescuer cursor. A barrier is linked behind its
+//! target (`linked` on the entry before it), so the chain moves as one: activation moves the item with its barriers to the worklist,
 //! dispatch moves them to the worker's scheduled list, and the barrier completes right after
 //! its target has run. Barriers count in their colour's in-flight count (so a workqueue flush
 //! waits for them) but never in `nr_active`.
@@ -86,21 +86,6 @@ impl PoolLocked {
     /// Moves entry `idx` and the entries linked behind it to `dst`, before `before` (`NIL` =
     /// at the tail) (`move_linked_works`).
     pub(crate) fn move_linked(&mut self, idx: u32, dst: Loc, before: u32) {
-        let (src, pwq, linked) = {
-            let e = self.nodes.get(idx);
-            (e.loc, e.pwq, e.linked)
-        };
-        if !linked {
-            // The common case, one entry: both list heads are copied out, changed, put back.
-            debug_assert_ne!(src, dst, "move_linked within one list");
-            let mut from = *self.list_slot(src, pwq);
-            let mut to = *self.list_slot(dst, pwq);
-            from.move_to(&mut self.nodes, idx, &mut to, before);
-            *self.list_slot(src, pwq) = from;
-            *self.list_slot(dst, pwq) = to;
-            self.nodes.get_mut(idx).loc = dst;
-            return;
-        }
         let mut cur = idx;
         loop {
             debug_assert_ne!(self.nodes.get(cur).loc, dst, "move_linked within one list");
@@ -150,17 +135,24 @@ impl PoolLocked {
     /// A rescuer cursor met here is unlinked and skipped (`false`); only normal workers meet
     /// one, since the rescuer always scans after its own cursor.
     pub(crate) fn assign_work(&mut self, idx: u32, me: usize) -> bool {
-        let to = match &self.nodes.get(idx).item {
-            Item::Work(w) => self.find_worker_executing(w).unwrap_or(me),
-            Item::Barrier(_) | Item::Once(_) => me,
-            Item::Cursor => {
-                debug_assert!(self.workers[me].flags & super::flags::RESCUER == 0, "a rescuer met a cursor");
-                self.unlink_cursor(idx);
-                return false;
-            }
+        let Some(to) = self.runner_of(idx, me) else {
+            debug_assert!(self.workers[me].flags & super::flags::RESCUER == 0, "a rescuer met a cursor");
+            self.unlink_cursor(idx);
+            return false;
         };
         self.move_linked(idx, Loc::Scheduled(to), NIL);
         to == me
+    }
+
+    /// Who must run entry `idx` if worker `me` takes it: the worker already running the same
+    /// item (the collision rule, so an item never runs twice at once), else `me`; `None` for
+    /// a rescuer cursor, which is never run.
+    fn runner_of(&self, idx: u32, me: usize) -> Option<usize> {
+        match &self.nodes.get(idx).item {
+            Item::Work(w) => Some(self.find_worker_executing(w).unwrap_or(me)),
+            Item::Barrier(_) | Item::Once(_) => Some(me),
+            Item::Cursor => None,
+        }
     }
 
     /// `assign_work` of the common case, without the detour through the scheduled list: if
@@ -170,15 +162,8 @@ impl PoolLocked {
     /// it from there (`process_scheduled_works`); otherwise `None` and nothing changes.
     pub(crate) fn take_alone(&mut self, idx: u32, me: usize) -> Option<Entry> {
         let e = self.nodes.get(idx);
-        if e.linked || !self.workers[me].scheduled.is_empty() {
-            return None;
-        }
-        match &e.item {
-            Item::Once(_) => {}
-            Item::Work(w) if self.find_worker_executing(w).is_none() => {}
-            _ => return None,
-        }
-        Some(self.remove_entry(idx))
+        let alone = !e.linked && !matches!(e.item, Item::Barrier(_)) && self.workers[me].scheduled.is_empty();
+        (alone && self.runner_of(idx, me) == Some(me)).then(|| self.remove_entry(idx))
     }
 
     /// Unlinks the cursor entry `idx` (no accounting: it never counted).

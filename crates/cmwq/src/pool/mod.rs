@@ -70,8 +70,9 @@ pub(crate) enum Sleeping {
 /// What a busy worker runs. L.
 #[derive(Debug)]
 pub(crate) struct Current {
-    /// The item's identity (the busy-table key). The running worker holds a handle, so the
-    /// address cannot be reused while it runs.
+    /// The item's identity (the busy-table key), 0 for a one-shot closure (never an address,
+    /// so it matches no item). The running worker holds a handle, so the address cannot be
+    /// reused while it runs.
     pub(crate) work_id: usize,
     /// Its pwq slot.
     pub(crate) pwq: u32,
@@ -169,8 +170,6 @@ pub(crate) struct PoolLocked {
     /// Busy workers by the item they run (work id → worker id); one-shot closures, which
     /// cannot collide, are not in it.
     pub(crate) busy: BusyTable,
-    /// Workers running an item (work item or one-shot closure).
-    pub(crate) nr_busy: usize,
     /// A worker is acting as manager (`POOL_MANAGER_ACTIVE`).
     pub(crate) manager_active: bool,
     /// The idle-cull timer is armed.
@@ -246,7 +245,6 @@ impl WorkerPool {
                 nr_running: 0,
                 nr_workers: 0,
                 busy: BusyTable::default(),
-                nr_busy: 0,
                 manager_active: false,
                 idle_timer_armed: false,
                 create_timer_armed: false,
@@ -295,6 +293,11 @@ impl WorkerPool {
 }
 
 impl PoolLocked {
+    /// Some worker (or attached rescuer) is running an item.
+    pub(crate) fn any_busy(&self) -> bool {
+        self.workers.iter().any(|(_, w)| w.current.is_some())
+    }
+
     /// Items wait and nobody runs (`need_more_worker`).
     pub(crate) fn need_more_worker(&self) -> bool {
         !self.worklist.is_empty() && self.nr_running == 0

@@ -154,7 +154,6 @@ fn process_one_work<'a>(
         _ => 0,
     };
     g.workers[me].current = Some(Current { work_id, pwq: slot, color, seq });
-    g.nr_busy += 1;
     let cpu_intensive = g.pwqs[slot as usize].wq.flags.cpu_intensive;
     if cpu_intensive {
         g.worker_set_flags(me, flags::CPU_INTENSIVE);
@@ -211,7 +210,6 @@ fn process_one_work<'a>(
 fn finish_current(g: &mut PoolLocked, me: usize) {
     g.worker_clr_flags(me, flags::CPU_INTENSIVE);
     g.worker_set_sleeping(me, Sleeping::No);
-    g.nr_busy -= 1;
     let w = &mut g.workers[me];
     w.current = None;
     w.mon.hog_valid = false;

@@ -171,15 +171,6 @@ struct WqHandle {
 
 impl Drop for WqHandle {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Unwinding (a failed assertion in a test, a panic in the owner): waiting here for
-            // items in flight could block the unwind forever, for example behind an item that
-            // waits for the code that just panicked. Refuse new work and let the rest run and
-            // be reclaimed with the runtime, as for a destroy from the queue's own item.
-            self.wq.info.destroying.store(true, Ordering::Release);
-            eprintln!("cmwq: workqueue {:?} dropped during a panic: not waiting for it to drain", self.wq.info.name);
-            return;
-        }
         if self.wq.destroy() {
             self.wq.detach();
         }
@@ -495,15 +486,21 @@ impl WqShared {
 
     /// Destroys the workqueue (`destroy_workqueue`): refuses new work from outside, queues
     /// armed delayed items at once, and waits until nothing is armed or in flight. From one of
-    /// its own items this cannot wait for itself: it then only marks the queue as destroying
-    /// and returns `false`; the pwqs are then left to be reclaimed with the runtime.
+    /// its own items this cannot wait for itself, and while the thread unwinds from a panic
+    /// waiting could block the unwind forever (an item in flight may wait for the code that
+    /// panicked): it then only marks the queue as destroying and returns `false`; the items
+    /// accepted still run, and the pwqs are left to be reclaimed with the runtime.
     fn destroy(&self) -> bool {
         self.info.destroying.store(true, Ordering::Release);
-        if self.is_chained() {
-            eprintln!(
-                "cmwq: workqueue {:?} destroyed from one of its own items: not waiting for it to drain",
-                self.info.name
-            );
+        let why = if self.is_chained() {
+            "from one of its own items"
+        } else if std::thread::panicking() {
+            "during a panic"
+        } else {
+            ""
+        };
+        if !why.is_empty() {
+            eprintln!("cmwq: workqueue {:?} destroyed {why}: not waiting for it to drain", self.info.name);
             return false;
         }
         let clock = self.rt.clock();
