@@ -11,8 +11,9 @@
 //!   concurrency, the pool is kicked, `cpu_intensive` and (if a worker woke) `cm_wakeup` rise.
 //!
 //! While a per-CPU pool has items waiting behind running workers, it ticks faster: from
-//! `cm_min_tick` (50 us), doubling after quiet ticks up to 5 × `cm_min_tick`, like Go's sysmon
-//! (20 us to 10 ms) but capped low, since a late detection wastes a whole CPU meanwhile. A busy
+//! `cm_min_tick` (300 us), doubling after quiet ticks up to 5 × `cm_min_tick` but never beyond
+//! `cm_tick`, like Go's sysmon (20 us to 10 ms) but capped low, since a late detection wastes a
+//! whole CPU meanwhile (the choice of 300 us is measured: `CM_MIN_TICK`). A busy
 //! worker whose thread CPU clock has not moved since the previous sample and whose thread state
 //! is S or D is marked sleeping: it leaves `nr_running` and the pool is kicked, so another
 //! worker starts. When its clock moves again it counts as running again.
@@ -37,9 +38,9 @@ const IDLE_POLL: u8 = 3;
 const IDLE_POLLS: u32 = 20;
 /// Fast ticks without an event before the fast interval starts doubling (Go's sysmon waits 20).
 const QUIET_TICKS: u32 = 4;
-/// The fast interval grows at most to this many `cm_min_tick`s: long enough to cost little
-/// (a tick is a few microseconds of CPU), short enough that a worker that falls asleep after a
-/// long CPU burst is still noticed within a quarter millisecond (docs/design.md §4).
+/// The fast interval grows at most to this many `cm_min_tick`s (and never beyond `cm_tick`):
+/// long enough to cost little, short enough that a worker that falls asleep after a long CPU
+/// burst is still noticed within a millisecond or two (docs/design.md §4).
 const FAST_TICK_CAP: u32 = 5;
 /// The idle poll interval, in ticks.
 const IDLE_POLL_TICKS: u32 = 10;

@@ -34,10 +34,13 @@ pub const CREATE_COOLDOWN: Duration = Duration::from_secs(1);
 pub const CPU_INTENSIVE_THRESH: Duration = Duration::from_millis(10);
 /// The monitor's tick while workers are busy: 1 ms (a kernel tick at HZ=1000).
 pub const CM_TICK: Duration = Duration::from_millis(1);
-/// The monitor's fastest tick while items wait behind running workers: 50 us (Go's sysmon
-/// starts at 20 us; 50 us is the default timer slack of a Linux thread, so shorter sleeps
-/// would not be shorter).
-pub const CM_MIN_TICK: Duration = Duration::from_micros(50);
+/// The monitor's fastest tick while items wait behind running workers: 300 us. A sleep is
+/// noticed one to two ticks after it starts, and each tick costs a sleep and a wake-up of the
+/// monitor (tens of microseconds on a VM), so a shorter tick trades idle CPU for monitor CPU.
+/// Measured on B4 (`examples/b4probe.rs`, 2 cores, 12 runs each): 50 us 1.20-1.38x of the
+/// ideal (median 1.27x, 90-100 ms of monitor CPU), 300-500 us 1.18-1.25x (median 1.20x,
+/// ~35 ms), 800 us 1.18-1.30x. Go's sysmon starts at 20 us but backs off to 10 ms.
+pub const CM_MIN_TICK: Duration = Duration::from_micros(300);
 
 /// Call for help 10 ms after the manager starts creating a worker (`MAYDAY_INITIAL_TIMEOUT`).
 pub const MAYDAY_INITIAL_TIMEOUT: Duration = Duration::from_millis(10);
