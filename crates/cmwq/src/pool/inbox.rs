@@ -129,11 +129,17 @@ impl PoolGuard<'_> {
 }
 
 impl Drop for PoolGuard<'_> {
-    /// Protocol step 2: drain, unlock, look again.
+    /// Protocol step 2: drain, unlock, look again. A worker chosen for waking under the lock
+    /// is woken right after the unlock (`PoolLocked::wake_after_unlock`), so that it does not
+    /// wake into a held lock.
     fn drop(&mut self) {
         loop {
             self.drain_inbox();
+            let wake = self.pending_wake.take();
             self.g = None;
+            if let Some((_, unparker)) = wake {
+                unparker.unpark();
+            }
             // Pairs with the fence in `WorkerPool::submit`: see the module docs.
             fence(Ordering::SeqCst);
             if self.pool.inbox.is_empty() {

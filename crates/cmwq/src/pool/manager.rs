@@ -60,7 +60,7 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<bool> {
             } else {
                 pool.worker_enter_idle(&mut g, id);
             }
-            g.workers[id].unparker.unpark();
+            g.wake_after_unlock(id);
             Ok(wants_more(&g))
         }
         Err(e) => {

@@ -195,6 +195,8 @@ pub(crate) struct PoolLocked {
     pub(crate) mayday_gen: u64,
     /// Reused by the mayday timer to collect the pwqs it calls for.
     pub(crate) mayday_scratch: Vec<u32>,
+    /// The worker to wake once the lock is released (`wake_after_unlock`).
+    pub(crate) pending_wake: Option<(usize, Unparker)>,
     /// Reused by the inbox drain: the inbox is swapped into it, then moved onto the lists
     /// (empty between drains; kept for its capacity so that a drain allocates nothing).
     pub(crate) inbox_batch: Vec<inbox::Queued>,
@@ -256,6 +258,7 @@ impl WorkerPool {
                 mayday_timer: None,
                 mayday_gen: 0,
                 mayday_scratch: Vec::new(),
+                pending_wake: None,
                 inbox_batch: Vec::new(),
             }),
             inbox: inbox::Inbox::default(),
@@ -284,7 +287,7 @@ impl WorkerPool {
         }
         match g.idle_list.last() {
             Some(&id) => {
-                g.workers[id].unparker.unpark();
+                g.wake_after_unlock(id);
                 true
             }
             None => false,
@@ -293,6 +296,22 @@ impl WorkerPool {
 }
 
 impl PoolLocked {
+    /// Wakes worker `id` once the pool lock is released (`PoolGuard`'s drop). Woken at once,
+    /// the worker would often preempt the waker on its CPU only to find the lock still held and
+    /// yield back (the kernel wakes under a spinlock with preemption off, which userspace
+    /// cannot do). One wake-up is kept pending: repeated kicks within one lock hold pick the
+    /// same idle worker, which stays on the idle list until it runs; a different one (rare)
+    /// has the earlier one woken at once.
+    pub(crate) fn wake_after_unlock(&mut self, id: usize) {
+        if self.pending_wake.as_ref().is_some_and(|(w, _)| *w == id) {
+            return;
+        }
+        let unparker = self.workers[id].unparker.clone();
+        if let Some((_, earlier)) = self.pending_wake.replace((id, unparker)) {
+            earlier.unpark();
+        }
+    }
+
     /// Some worker (or attached rescuer) is running an item.
     pub(crate) fn any_busy(&self) -> bool {
         self.workers.iter().any(|(_, w)| w.current.is_some())
