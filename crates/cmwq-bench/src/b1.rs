@@ -2,7 +2,8 @@
 //! latch; `items_per_s` is items over the time from the first submission until the last item
 //! has run. It measures the per-item cost of each system's queueing, hand-off and dispatch,
 //! which is what a busy workqueue pays on every item (DESIGN.md section 6: cmwq at least as
-//! fast as the crossbeam-channel pool).
+//! fast as the crossbeam-channel pool). Each system runs `RUNS` times, the systems taking turns
+//! run by run, and the median is reported (peers.md section 6).
 //!
 //! cmwq runs the closures through `Workqueue::spawn` on a per-CPU workqueue with default
 //! flags (what `cmwq::system()` is, and what the kernel recommends for short items: "per-CPU
@@ -19,7 +20,7 @@
 //! an ordered workqueue, so it cannot run while 10,000,000 calls are timed, each returning
 //! `false`.
 
-use crate::measure::Latch;
+use crate::measure::{interleaved, median, Latch};
 use crate::peers::{CmwqKind, Pool, BASELINE, SYSTEMS};
 use crate::Report;
 use cmwq::{Runtime, Work};
@@ -30,6 +31,8 @@ use std::time::{Duration, Instant};
 
 /// Items per throughput run.
 const ITEMS: usize = 1_000_000;
+/// Runs per system, interleaved with the other systems' runs; the median is reported.
+const RUNS: usize = 5;
 /// Calls timed on the pending path.
 const PENDING_CALLS: u64 = 10_000_000;
 /// A run is cut here (submissions stop, and the rate is what it reached): tokio's
@@ -40,9 +43,14 @@ const BLOCKER_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn run(r: &mut Report) -> Result<(), String> {
     let ncpu = r.ncpu;
-    for &sys in SYSTEMS {
-        let rate = throughput(sys, ncpu, CmwqKind::PerCpuLocal)?;
-        r.say(&format!("b1 {sys:<10} {:>6.2} M items/s", rate / 1e6));
+    let results = interleaved(SYSTEMS, RUNS, |sys| throughput(sys, ncpu, CmwqKind::PerCpuLocal))?;
+    for (&sys, mut rates) in SYSTEMS.iter().zip(results) {
+        let rate = median(&mut rates);
+        r.say(&format!(
+            "b1 {sys:<10} {:>6.2} M items/s (runs: {})",
+            rate / 1e6,
+            rates.iter().map(|v| format!("{:.2}", v / 1e6)).collect::<Vec<_>>().join(" ")
+        ));
         r.record("b1", sys, "items_per_s", rate);
     }
     let rate = throughput("cmwq", ncpu, CmwqKind::Unbound { max_active: 0 })?;

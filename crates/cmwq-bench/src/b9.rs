@@ -10,9 +10,10 @@
 //!
 //! cmwq submits with `Workqueue::spawn` on a `.ordered()` workqueue, like the peers' closures;
 //! `tokio` is an unbounded `tokio::sync::mpsc` channel drained by one task. Each system runs
-//! `RUNS` times; the median rate is reported (`in_order` must hold in every run).
+//! `RUNS` times, the systems taking turns run by run; the median rate is reported (`in_order`
+//! must hold in every run).
 
-use crate::measure::Latch;
+use crate::measure::{interleaved, median, Latch};
 use crate::Report;
 use cmwq::Runtime;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +23,8 @@ use std::time::{Duration, Instant};
 const ITEMS: u64 = 1_000_000;
 /// A run is cut here (submissions stop, and the rate is what it reached).
 const DEADLINE: Duration = Duration::from_secs(5);
-/// Runs per system; the median is reported.
-const RUNS: usize = 3;
+/// Runs per system, interleaved with the other systems' runs; the median is reported.
+const RUNS: usize = 5;
 const B9_SYSTEMS: &[&str] = &["cmwq", "tokio", "crossbeam"];
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -115,16 +116,12 @@ fn one_run(sys: &str, ncpu: usize) -> Result<(f64, bool), String> {
 }
 
 pub(crate) fn run(r: &mut Report) -> Result<(), String> {
-    for &sys in B9_SYSTEMS {
-        let mut rates = Vec::with_capacity(RUNS);
-        let mut in_order = true;
-        for _ in 0..RUNS {
-            let (rate, ordered) = one_run(sys, r.ncpu)?;
-            rates.push(rate);
-            in_order &= ordered;
-        }
-        rates.sort_by(f64::total_cmp);
-        let median = rates[RUNS / 2];
+    let ncpu = r.ncpu;
+    let results = interleaved(B9_SYSTEMS, RUNS, |sys| one_run(sys, ncpu))?;
+    for (&sys, runs) in B9_SYSTEMS.iter().zip(results) {
+        let in_order = runs.iter().all(|&(_, ordered)| ordered);
+        let mut rates: Vec<f64> = runs.into_iter().map(|(rate, _)| rate).collect();
+        let median = median(&mut rates);
         r.say(&format!(
             "b9 {sys:<10} {:>6.2} M items/s (runs: {})  in order: {in_order}",
             median / 1e6,

@@ -176,6 +176,29 @@ pub fn quantile(samples: &mut [Duration], q: f64) -> Option<Duration> {
     Some(samples[rank.clamp(1, samples.len()) - 1])
 }
 
+/// Runs `one(system)` `runs` times for every system, round-robin (A, B, C, A, B, C, ...), so
+/// that drift in the machine's load falls on all systems alike, and returns each system's
+/// results in the order of `systems` (spec/peers.md section 6: the median of several runs).
+pub fn interleaved<T>(
+    systems: &[&str],
+    runs: usize,
+    mut one: impl FnMut(&str) -> Result<T, String>,
+) -> Result<Vec<Vec<T>>, String> {
+    let mut out: Vec<Vec<T>> = systems.iter().map(|_| Vec::with_capacity(runs)).collect();
+    for _ in 0..runs {
+        for (i, sys) in systems.iter().enumerate() {
+            out[i].push(one(sys)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The median of `v` (sorted in place; the upper middle for an even count); NaN if empty.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// A count-down latch: `count_down` is one atomic RMW, and the last one wakes the waiters.
 #[derive(Debug)]
 pub struct Latch {

@@ -17,7 +17,11 @@
 //! 2. Releasing a [`PoolGuard`] drains the inbox, unlocks, then (after a `SeqCst` fence) looks
 //!    at the inbox's length again, and if it is not zero takes the lock back with `try_lock`
 //!    and repeats.
-//! 3. A queuer appends, issues a `SeqCst` fence, then looks at the pool lock: if it is free it
+//! 3. A queuer appends. If the inbox already held entries it returns at once: the drain that
+//!    takes the earlier entries swaps out the whole inbox, so it takes this one too, and the
+//!    earlier entry's queuer made sure (by this same step) that such a drain comes (the
+//!    kernel's `llist_add` returning "was empty" so that only the first adder kicks).
+//!    Otherwise it issues a `SeqCst` fence, then looks at the pool lock: if it is free it
 //!    takes it with `try_lock` (which drains, step 1); if it is held, it returns.
 //!
 //! Guarantee: an item appended is on the pool's lists within one lock hold. Steps 2 and 3 are
@@ -62,10 +66,12 @@ impl Inbox {
         self.len.load(Ordering::Relaxed) == 0
     }
 
-    fn push(&self, e: Queued) {
+    /// Appends `e`; returns whether the inbox was empty before (`llist_add`'s answer).
+    fn push(&self, e: Queued) -> bool {
         let mut q = self.q.lock();
         q.push(e);
         self.len.store(q.len(), Ordering::Relaxed);
+        q.len() == 1
     }
 
     /// Swaps the whole inbox with `batch` (empty, kept for its capacity).
@@ -97,7 +103,11 @@ impl WorkerPool {
     /// its state, or a one-shot closure) on pwq `slot` without waiting for the pool lock
     /// (protocol step 3).
     pub(crate) fn submit(self: &Arc<Self>, slot: u32, item: Item) {
-        self.inbox.push((slot, item));
+        if !self.inbox.push((slot, item)) {
+            // An earlier entry is still there: whoever moves it moves this one too, and its
+            // queuer made sure somebody will (step 3).
+            return;
+        }
         // Pairs with the fence in `PoolGuard::drop`: see the module docs.
         fence(Ordering::SeqCst);
         if !self.lock.is_locked() {
