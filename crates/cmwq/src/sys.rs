@@ -95,6 +95,11 @@ pub(crate) fn unpin_current_thread() {
 }
 
 /// The CPU the calling thread runs on, folded onto `nr_cpus` modelled CPUs.
+///
+/// rustix is built with `use-libc`, so this is glibc's `sched_getcpu`, which reads the CPU
+/// from the thread's registered `rseq` area (one load) and falls back to the vDSO or the
+/// system call. rustix's own backend reads the vDSO through the auxiliary vector, which
+/// crashed the process under valgrind (no vDSO there).
 pub(crate) fn current_cpu(nr_cpus: usize) -> usize {
     rustix::thread::sched_getcpu() % nr_cpus
 }
