@@ -29,12 +29,14 @@ fn main() {
             rt.freeze();
         }
         let left = Arc::new(Latch::new(n));
+        let cpu0 = thread_cpu();
         let t0 = Instant::now();
         for _ in 0..n {
             let l = left.clone();
             wq.spawn(move || l.count_down());
         }
         let tq = t0.elapsed();
+        let qcpu = thread_cpu() - cpu0;
         let t1 = Instant::now();
         if frozen {
             rt.thaw();
@@ -44,10 +46,17 @@ fn main() {
         let nw: usize = rt.pools().iter().filter(|p| p.cpu.is_none()).map(|p| p.nr_workers).sum();
         println!("unbound workers: {nw}");
         println!(
-            "{which}: {:.2} M/s = {:.0} ns/item (queueing took {:?})",
+            "{which}: {:.2} M/s = {:.0} ns/item (queueing took {:?}, {:?} of the producer's CPU time)",
             n as f64 / el.as_secs_f64() / 1e6,
             el.as_nanos() as f64 / n as f64,
-            tq
+            tq,
+            qcpu
         );
     }
+}
+
+/// The calling thread's CPU time.
+fn thread_cpu() -> Duration {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
+    Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
 }

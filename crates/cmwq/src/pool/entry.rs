@@ -15,9 +15,59 @@ use crate::completion::Completion;
 use crate::sync::Arc;
 use crate::work::{Work, NO_NODE};
 use crate::worklist::{List, Nodes, NIL};
+use stack_dst::Value;
+use std::mem::MaybeUninit;
 
-/// The closure of a one-shot item (`Workqueue::spawn`).
-pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
+/// The closure of a one-shot item (`Workqueue::spawn`). One of up to three words (a closure
+/// that captured an `Arc` or two: the common case) is stored inline in the entry, so spawning
+/// it allocates nothing; a larger or over-aligned one is boxed.
+pub(crate) enum Job {
+    /// Stored inline: the closure and its vtable in four words (`stack_dst`).
+    Inline(Value<dyn Call, JobBuf>),
+    /// Too large (or aligned beyond a word) to store inline.
+    Boxed(Box<dyn FnOnce() + Send + 'static>),
+}
+
+/// Inline storage of a [`Job`]: four words, the closure first and its vtable pointer last.
+type JobBuf = [MaybeUninit<usize>; 4];
+
+/// A one-shot closure behind `&mut` (an inline value can only be called through a
+/// reference): the first call takes the closure out and runs it.
+pub(crate) trait Call: Send {
+    fn call(&mut self);
+}
+
+/// The `FnOnce` inside a [`Call`].
+struct OnceFn<F>(Option<F>);
+
+impl<F: FnOnce() + Send> Call for OnceFn<F> {
+    fn call(&mut self) {
+        if let Some(f) = self.0.take() {
+            f()
+        }
+    }
+}
+
+impl Job {
+    pub(crate) fn new<F: FnOnce() + Send + 'static>(f: F) -> Job {
+        // `stack_dst` panics on a value aligned beyond its buffer's word: box those.
+        if std::mem::align_of::<F>() > std::mem::align_of::<usize>() {
+            return Job::Boxed(Box::new(f));
+        }
+        match Value::in_buffer_stable([MaybeUninit::uninit(); 4], OnceFn(Some(f)), |v| v as &dyn Call) {
+            Ok(v) => Job::Inline(v),
+            Err(OnceFn(f)) => Job::Boxed(Box::new(f.expect("the closure was not taken"))),
+        }
+    }
+
+    /// Calls the closure, consuming it (what it captured is dropped inside the call).
+    pub(crate) fn run(self) {
+        match self {
+            Job::Inline(mut v) => v.call(),
+            Job::Boxed(f) => f(),
+        }
+    }
+}
 
 /// What an entry is.
 pub(crate) enum Item {
@@ -88,18 +138,14 @@ impl PoolLocked {
     pub(crate) fn move_linked(&mut self, idx: u32, dst: Loc, before: u32) {
         let mut cur = idx;
         loop {
-            debug_assert_ne!(self.nodes.get(cur).loc, dst, "move_linked within one list");
             let (src, pwq, linked) = {
                 let e = self.nodes.get(cur);
                 (e.loc, e.pwq, e.linked)
             };
-            let next = self.with_list(src, pwq, |l, n| l.next(n, cur));
-            // `List` is a small Copy head: take the destination's out, move, put it back (the
-            // source and destination are different lists).
-            let mut dst_list = *self.list_slot(dst, pwq);
-            self.with_list(src, pwq, |l, n| l.move_to(n, cur, &mut dst_list, before));
-            *self.list_slot(dst, pwq) = dst_list;
-            self.nodes.get_mut(cur).loc = dst;
+            let (from, to, nodes) = self.two_lists(src, dst, pwq);
+            let next = from.next(nodes, cur);
+            from.move_to(nodes, cur, to, before);
+            nodes.get_mut(cur).loc = dst;
             if !linked {
                 return;
             }
@@ -107,12 +153,23 @@ impl PoolLocked {
         }
     }
 
-    fn list_slot(&mut self, loc: Loc, pwq: u32) -> &mut List {
-        match loc {
-            Loc::Worklist => &mut self.worklist,
-            Loc::Inactive => &mut self.pwqs[pwq as usize].inactive,
-            Loc::Scheduled(w) => &mut self.workers[w].scheduled,
-        }
+    /// The lists `a` and `b` (two different lists; `pwq`'s for an inactive one) and the arena.
+    fn two_lists(&mut self, a: Loc, b: Loc, pwq: u32) -> (&mut List, &mut List, &mut Nodes<Entry>) {
+        let PoolLocked { nodes, worklist, pwqs, workers, .. } = self;
+        let (x, y) = match (a, b) {
+            (Loc::Worklist, Loc::Inactive) => (worklist, &mut pwqs[pwq as usize].inactive),
+            (Loc::Inactive, Loc::Worklist) => (&mut pwqs[pwq as usize].inactive, worklist),
+            (Loc::Worklist, Loc::Scheduled(w)) => (worklist, &mut workers[w].scheduled),
+            (Loc::Scheduled(w), Loc::Worklist) => (&mut workers[w].scheduled, worklist),
+            (Loc::Inactive, Loc::Scheduled(w)) => (&mut pwqs[pwq as usize].inactive, &mut workers[w].scheduled),
+            (Loc::Scheduled(w), Loc::Inactive) => (&mut workers[w].scheduled, &mut pwqs[pwq as usize].inactive),
+            (Loc::Scheduled(v), Loc::Scheduled(w)) => {
+                let (x, y) = workers.get2_mut(v, w).expect("two different workers");
+                (&mut x.scheduled, &mut y.scheduled)
+            }
+            _ => panic!("move_linked within one list ({a:?})"),
+        };
+        (x, y, nodes)
     }
 
     /// Unlinks entry `idx` from its list and frees its node.

@@ -180,7 +180,7 @@ fn process_one_work<'a>(
             (Some(work), panicked)
         }
         // The closure and what it captured are consumed (dropped) inside the call.
-        Item::Once(job) => (None, catch_unwind(AssertUnwindSafe(job)).err()),
+        Item::Once(job) => (None, catch_unwind(AssertUnwindSafe(|| job.run())).err()),
         Item::Barrier(_) | Item::Cursor => unreachable!("process_one_work of a barrier or cursor"),
     };
 

@@ -404,7 +404,7 @@ impl WqShared {
     {
         self.check_accepting()?;
         let pwq = self.local_pwq(None);
-        pwq.pool.submit(pwq.slot, Item::Once(Box::new(f)));
+        pwq.pool.submit(pwq.slot, Item::Once(crate::pool::entry::Job::new(f)));
         Ok(true)
     }
 

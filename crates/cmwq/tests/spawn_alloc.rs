@@ -1,0 +1,96 @@
+//! `Workqueue::spawn` of a small closure allocates nothing once the pool is warm: the closure
+//! is stored inline in the pool's entry (`pool::entry::Job`), and the inbox buffers and the
+//! node arena reuse their capacity. Larger and over-aligned closures are boxed and still run
+//! exactly once. Its own test binary, so that the counting global allocator sees only this
+//! test's threads.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // Tests act as users: real threads and time.
+
+mod support;
+
+use cmwq::Runtime;
+use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
+use std::alloc::System;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use support::wait_for;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// The tests of this binary take turns: the allocation count is process-wide.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn allocations() -> usize {
+    let s = GLOBAL.stats();
+    s.allocations + s.reallocations
+}
+
+/// Spawns one closure that captures one `Arc` and waits until it ran, `n` times.
+fn ping(wq: &cmwq::Workqueue, ran: &Arc<AtomicUsize>, n: usize) {
+    for _ in 0..n {
+        let before = ran.load(Ordering::SeqCst);
+        let r = ran.clone();
+        assert!(wq.spawn(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        }));
+        wait_for("the spawned closure to run", || ran.load(Ordering::SeqCst) > before);
+    }
+}
+
+#[test]
+fn a_small_spawned_closure_allocates_nothing() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for unbound in [false, true] {
+        let rt = Runtime::builder().cpus(2).build();
+        let b = rt.workqueue("spawn-alloc");
+        let wq = if unbound { b.unbound() } else { b }.build().expect("workqueue");
+        let ran = Arc::new(AtomicUsize::new(0));
+        // Warm up: workers created, buffers and arena at their steady size.
+        ping(&wq, &ran, 200);
+        let before = allocations();
+        ping(&wq, &ran, 2_000);
+        let allocated = allocations() - before;
+        // The monitor and timer threads are idle here (no clock-driven work is armed), so the
+        // process-wide count is this loop's. Boxed closures would show 2,000.
+        assert_eq!(allocated, 0, "unbound {unbound}: {allocated} allocations for 2,000 spawns of a one-Arc closure");
+    }
+}
+
+#[test]
+fn large_and_over_aligned_closures_run_once_and_drop_what_they_captured() {
+    #[derive(Clone, Copy)]
+    #[repr(align(64))]
+    struct Wide(#[allow(dead_code)] [u8; 64]);
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+
+    let rt = Runtime::builder().cpus(2).build();
+    let wq = rt.workqueue("spawn-large").build().expect("workqueue");
+    let ran = Arc::new(AtomicUsize::new(0));
+    let sum = Arc::new(AtomicUsize::new(0));
+    for k in 0..100usize {
+        let (r, s) = (ran.clone(), sum.clone());
+        if k % 2 == 0 {
+            // Eight words of payload: too large for the inline store.
+            let payload = [k as u64; 8];
+            assert!(wq.spawn(move || {
+                s.fetch_add(payload.iter().sum::<u64>() as usize, Ordering::SeqCst);
+                r.fetch_add(1, Ordering::SeqCst);
+            }));
+        } else {
+            // Aligned to 64 bytes: beyond the inline store's word alignment.
+            let wide = Wide([1; 64]);
+            assert!(wq.spawn(move || {
+                let w = std::hint::black_box(wide);
+                s.fetch_add(w.0.iter().map(|&b| b as usize).sum::<usize>() * k, Ordering::SeqCst);
+                r.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+    }
+    wq.flush();
+    assert_eq!(ran.load(Ordering::SeqCst), 100);
+    let even: usize = (0..100).step_by(2).map(|k| 8 * k).sum();
+    let odd: usize = (1..100).step_by(2).map(|k| 64 * k).sum();
+    assert_eq!(sum.load(Ordering::SeqCst), even + odd);
+    // Every closure was dropped after its one call: only our handles are left.
+    wait_for("the closures' captures to be dropped", || Arc::strong_count(&ran) == 1 && Arc::strong_count(&sum) == 1);
+}
