@@ -36,7 +36,7 @@ pub(crate) fn start_flush_work(work: &Work) -> Option<Arc<Completion>> {
         g.nodes.get_mut(idx).linked = true;
         let barrier = Entry { item: Item::Barrier(done.clone()), pwq, color, inactive: true, linked, loc };
         g.with_list(loc, pwq, |l, n| l.insert_after(n, idx, barrier));
-        g.pwqs[pwq as usize].nr_in_flight[color as usize] += 1;
+        g.pwqs[pwq as usize].inc_in_flight(color);
         pwq
     } else if let Some(wk) = g.find_worker_executing(work) {
         if crate::pool::worker::current_worker().is_some_and(|(p, me)| Arc::ptr_eq(&p, &pool) && me == wk) {
@@ -51,7 +51,7 @@ pub(crate) fn start_flush_work(work: &Work) -> Option<Arc<Completion>> {
         let barrier = Entry { item: Item::Barrier(done.clone()), pwq, color, inactive: true, linked: false, loc };
         let head = g.workers[wk].scheduled.front().unwrap_or(NIL);
         g.with_list(loc, pwq, |l, n| l.insert_before(n, head, barrier));
-        g.pwqs[pwq as usize].nr_in_flight[color as usize] += 1;
+        g.pwqs[pwq as usize].inc_in_flight(color);
         pwq
     } else {
         return None;

@@ -239,7 +239,7 @@ impl WorkerPool {
         let (color, active) = {
             let pwq = &mut g.pwqs[slot as usize];
             let color = pwq.work_color;
-            pwq.nr_in_flight[color as usize] += 1;
+            pwq.inc_in_flight(color);
             let active = pwq.inactive.is_empty() && pwq.may_activate();
             if active {
                 pwq.nr_active += 1;
@@ -298,9 +298,9 @@ impl WorkerPool {
             self.activate_first_inactive(g, slot);
         }
         let pwq = &mut g.pwqs[slot as usize];
-        pwq.nr_in_flight[color as usize] -= 1;
+        let left = pwq.dec_in_flight(color);
         let wq = &pwq.wq;
-        if pwq.flush_color == Some(color) && pwq.nr_in_flight[color as usize] == 0 {
+        if pwq.flush_color == Some(color) && left == 0 {
             pwq.flush_color = None;
             wq.flush.pwq_flushed();
         }
