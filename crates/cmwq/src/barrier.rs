@@ -47,7 +47,7 @@ pub(crate) fn start_flush_work(work: &Work) -> Option<Arc<Completion>> {
         }
         let cur = g.workers[wk].current.as_ref().expect("busy worker has a current item");
         let (pwq, color) = (cur.pwq, cur.color);
-        let loc = Loc::Scheduled(wk);
+        let loc = Loc::scheduled(wk);
         let barrier = Entry { item: Item::Barrier(done.clone()), pwq, color, inactive: true, linked: false, loc };
         let head = g.workers[wk].scheduled.front().unwrap_or(NIL);
         g.with_list(loc, pwq, |l, n| l.insert_before(n, head, barrier));
