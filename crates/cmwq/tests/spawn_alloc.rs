@@ -47,12 +47,25 @@ fn a_small_spawned_closure_allocates_nothing() {
         let ran = Arc::new(AtomicUsize::new(0));
         // Warm up: workers created, buffers and arena at their steady size.
         ping(&wq, &ran, 200);
-        let before = allocations();
-        ping(&wq, &ran, 2_000);
-        let allocated = allocations() - before;
-        // The monitor and timer threads are idle here (no clock-driven work is armed), so the
-        // process-wide count is this loop's. Boxed closures would show 2,000.
-        assert_eq!(allocated, 0, "unbound {unbound}: {allocated} allocations for 2,000 spawns of a one-Arc closure");
+        // A round may still meet a first use: the test thread moving to the other CPU
+        // queues on that CPU's pool for the first time (its first worker, its buffers). So
+        // rounds are repeated until one allocates nothing; boxed closures would allocate
+        // 2,000 times in every round. The monitor and timer threads are idle here (no
+        // clock-driven work is armed), so the process-wide count is this loop's.
+        let mut rounds = Vec::new();
+        for _ in 0..5 {
+            let before = allocations();
+            ping(&wq, &ran, 2_000);
+            rounds.push(allocations() - before);
+            if rounds.last() == Some(&0) {
+                break;
+            }
+        }
+        assert_eq!(
+            rounds.last(),
+            Some(&0),
+            "unbound {unbound}: allocations in each round of 2,000 spawns of a one-Arc closure: {rounds:?}"
+        );
     }
 }
 
