@@ -37,22 +37,46 @@ use super::{Item, PoolLocked, WorkerPool};
 use crate::sync::{fence, Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
 use std::ops::{Deref, DerefMut};
 
-/// Capacity (entries) a drained buffer always may keep: enough that a steady trickle of
-/// items allocates nothing. Above it, a buffer keeps twice what its last drain took, so a
-/// sustained flood refills buffers of the size it needs (growing one again touches fresh
-/// pages: page faults were a fifth of B1's profile) and a finished burst's memory is given
-/// back by the next, smaller drains.
-const INBOX_KEEP: usize = 1024;
+/// Entries per inbox block (10 KiB of entries). The inbox is a chain of blocks, so a burst
+/// never copies what it queued into a larger buffer (growing a single buffer copied and
+/// first-touched the backlog twice: page faults were a fifth of B1's profile); a full block
+/// comes from `malloc` and goes back to it once drained.
+const BLOCK: usize = 256;
 
 /// One queued entry: the pwq slot in the pool, and a work item whose PENDING the queuer owns or
 /// a one-shot closure.
 pub(crate) type Queued = (u32, Item);
 
+/// Entries in queueing order: the blocks in `full`, then `tail`.
+#[derive(Default, Debug)]
+pub(crate) struct Blocks {
+    /// Filled blocks (`BLOCK` entries each), oldest first.
+    full: Vec<Vec<Queued>>,
+    /// The block being filled (capacity `BLOCK` once used).
+    tail: Vec<Queued>,
+}
+
+impl Blocks {
+    fn len(&self) -> usize {
+        self.full.len() * BLOCK + self.tail.len()
+    }
+
+    fn push(&mut self, e: Queued) {
+        if self.tail.len() == BLOCK {
+            let full = std::mem::replace(&mut self.tail, Vec::with_capacity(BLOCK));
+            self.full.push(full);
+        } else if self.tail.capacity() == 0 {
+            self.tail.reserve_exact(BLOCK);
+        }
+        self.tail.push(e);
+    }
+}
+
 /// Items queued on a pool and not yet on its lists.
 #[derive(Default)]
 pub(crate) struct Inbox {
-    /// The entries in queueing order. Held for one `push` or one swap, nothing else.
-    q: Mutex<Vec<Queued>>,
+    /// The entries. Held for one `push` or one swap, nothing else.
+    q: Mutex<Blocks>,
     /// How many entries `q` holds: written only with `q` locked, read without it (the Dekker
     /// looks of steps 2 and 3, and the drain's fast path).
     len: AtomicUsize,
@@ -73,12 +97,13 @@ impl Inbox {
     fn push(&self, e: Queued) -> bool {
         let mut q = self.q.lock();
         q.push(e);
-        self.len.store(q.len(), Ordering::Relaxed);
-        q.len() == 1
+        let len = q.len();
+        self.len.store(len, Ordering::Relaxed);
+        len == 1
     }
 
-    /// Swaps the whole inbox with `batch` (empty, kept for its capacity).
-    fn take_all(&self, batch: &mut Vec<Queued>) {
+    /// Swaps the whole inbox with `batch` (empty; its tail block is kept for its capacity).
+    fn take_all(&self, batch: &mut Blocks) {
         let mut q = self.q.lock();
         std::mem::swap(&mut *q, batch);
         self.len.store(0, Ordering::Relaxed);
@@ -131,13 +156,16 @@ impl PoolGuard<'_> {
         }
         let mut batch = std::mem::take(&mut self.inbox_batch);
         pool.inbox.take_all(&mut batch);
-        let n = batch.len();
-        for (slot, item) in batch.drain(..) {
+        // Full blocks go back to `malloc` as they empty; the tail block is kept, and the
+        // swap hands it to the inbox next time.
+        for block in std::mem::take(&mut batch.full) {
+            for (slot, item) in block {
+                pool.insert_work(self, slot, item);
+            }
+        }
+        for (slot, item) in batch.tail.drain(..) {
             pool.insert_work(self, slot, item);
         }
-        // The swap hands this buffer to the inbox next time: keep room for a drain like this
-        // one, and give back the rest of a burst (see `INBOX_KEEP`).
-        batch.shrink_to(INBOX_KEEP.max(2 * n));
         self.inbox_batch = batch;
     }
 }

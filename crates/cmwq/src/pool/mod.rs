@@ -199,7 +199,7 @@ pub(crate) struct PoolLocked {
     pub(crate) pending_wake: Option<(usize, Unparker)>,
     /// Reused by the inbox drain: the inbox is swapped into it, then moved onto the lists
     /// (empty between drains; kept for its capacity so that a drain allocates nothing).
-    pub(crate) inbox_batch: Vec<inbox::Queued>,
+    pub(crate) inbox_batch: inbox::Blocks,
 }
 
 /// A worker pool.
@@ -259,7 +259,7 @@ impl WorkerPool {
                 mayday_gen: 0,
                 mayday_scratch: Vec::new(),
                 pending_wake: None,
-                inbox_batch: Vec::new(),
+                inbox_batch: inbox::Blocks::default(),
             }),
             inbox: inbox::Inbox::default(),
             cooldown: Sleeper::new(),
