@@ -93,6 +93,62 @@ fn flush_work_of_inactive_item_follows_activation() {
     assert_eq!(n.load(Ordering::SeqCst), 1);
 }
 
+/// Inactive items wait parked without a node (docs/design.md §3): a cancel and a flush
+/// barrier reach one in the middle of a long inactive list (of work items and spawned
+/// closures), items queued after that wait behind the ones it moved, and the rest still run
+/// once each, in queueing order.
+#[test]
+fn cancel_and_flush_reach_items_deep_in_the_inactive_list() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("parked").ordered().build().unwrap();
+    let gate = plug(&wq);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let items: Vec<Work> = (0..700usize)
+        .map(|k| {
+            let order = order.clone();
+            Work::new(move |_| order.lock().unwrap().push(k))
+        })
+        .collect();
+    let queue = |range: std::ops::Range<usize>| {
+        for k in range {
+            assert!(wq.queue(&items[k]));
+            if k % 100 == 0 {
+                let order = order.clone();
+                assert!(wq.spawn(move || order.lock().unwrap().push(10_000 + k)));
+            }
+        }
+    };
+    queue(0..600);
+    assert_eq!(wq.pwqs()[0].nr_inactive, 606, "everything behind the plug waits inactive");
+    // Deep in the list: cancel one (which gives the parked items their nodes)...
+    assert!(items[301].cancel());
+    assert!(!items[301].is_pending());
+    // ... then park more behind them, and flush one of the moved ones from another thread.
+    queue(600..700);
+    let flusher = {
+        let w = items[450].clone();
+        std::thread::spawn(move || w.flush())
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!flusher.is_finished(), "the flush returned before its item ran");
+    assert!(items[650].cancel(), "an item parked after the move");
+    assert!(items[699].cancel(), "the youngest inactive item");
+    gate.open();
+    assert!(flusher.join().unwrap());
+    wq.flush();
+    let ran = order.lock().unwrap().clone();
+    let mut want = Vec::new();
+    for k in 0..700usize {
+        if ![301, 650, 699].contains(&k) {
+            want.push(k);
+        }
+        if k % 100 == 0 {
+            want.push(10_000 + k);
+        }
+    }
+    assert_eq!(ran, want, "each item once, in queueing order, the cancelled ones never");
+}
+
 /// Flush of an item whose last instance moved to another CPU's pool waits there.
 #[test]
 fn flush_work_of_item_that_moved_between_pools() {
