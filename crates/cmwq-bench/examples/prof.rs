@@ -5,6 +5,9 @@
 //! `cargo run --release -p cmwq-bench --example prof -- MODE`, where MODE is `b9` (ordered),
 //! `pc` (per-CPU, as B1), `b1m` (unbound, max_active 2) or anything else (unbound, default
 //! max_active); a MODE ending in `w` queues everything while frozen and times only the drain.
+//! `TRACE=1` prints, every 100,000 items, each pwq's (active, inactive) counts, each per-CPU
+//! pool's (workers, idle, running, manager active) and the producer's CPU: how the backlog
+//! moves between the CPUs' pools (docs/design.md §1.1, "Who drains").
 use cmwq::Runtime;
 use cmwq_bench::measure::Latch;
 use std::sync::Arc;
@@ -31,9 +34,29 @@ fn main() {
         let left = Arc::new(Latch::new(n));
         let cpu0 = thread_cpu();
         let t0 = Instant::now();
-        for _ in 0..n {
+        let trace = std::env::var("TRACE").is_ok();
+        for i in 0..n {
             let l = left.clone();
             wq.spawn(move || l.count_down());
+            if trace && i % 100_000 == 0 {
+                let b: Vec<(usize, usize)> = wq.pwqs().iter().map(|p| (p.nr_active, p.nr_inactive)).collect();
+                let w: Vec<(usize, usize, usize, bool)> = rt
+                    .pools()
+                    .iter()
+                    .filter(|p| p.cpu.is_some() && !p.highpri)
+                    .map(|p| (p.nr_workers, p.nr_idle, p.nr_running, p.manager_active))
+                    .collect();
+                eprintln!(
+                    "{:?} workers {:?} @{}ms cpu {}",
+                    b,
+                    w,
+                    t0.elapsed().as_millis(),
+                    rustix::thread::sched_getcpu()
+                );
+            }
+        }
+        if trace {
+            eprintln!();
         }
         let tq = t0.elapsed();
         let qcpu = thread_cpu() - cpu0;

@@ -17,7 +17,7 @@
 //! wakes and takes the next item, counted as a `cm_wakeup` of the item that slept.
 
 use super::{flags, PoolLocked, Sleeping, WorkerPool};
-use crate::sync::Arc;
+use crate::sync::{Arc, Ordering};
 
 impl PoolLocked {
     /// Whether worker `id` counts toward `nr_running`.
@@ -30,8 +30,11 @@ impl PoolLocked {
         match (before, after) {
             (true, false) => self.nr_running -= 1,
             (false, true) => self.nr_running += 1,
-            _ => {}
+            _ => return,
         }
+        // Relaxed: the store happens under the pool lock, and a queuer's reading of it is
+        // ordered by the `SeqCst` fences of the inbox protocol (`pool::inbox`, step 3).
+        self.nr_running_pub.store(self.nr_running, Ordering::Relaxed);
     }
 
     /// Sets worker flags, leaving `nr_running` when the first NOT_RUNNING flag is set.

@@ -21,8 +21,13 @@
 //!    takes the earlier entries swaps out the whole inbox, so it takes this one too, and the
 //!    earlier entry's queuer made sure (by this same step) that such a drain comes (the
 //!    kernel's `llist_add` returning "was empty" so that only the first adder kicks).
-//!    Otherwise it issues a `SeqCst` fence, then looks at the pool lock: if it is free it
-//!    takes it with `try_lock` (which drains, step 1); if it is held, it returns.
+//!    Otherwise it issues a `SeqCst` fence, then looks at the pool's published `nr_running`:
+//!    if a worker counts as running, it returns (that worker locks again). Else it looks at
+//!    the pool lock: if it is free it takes it with `try_lock` (which drains, step 1); if it
+//!    is held, it returns.
+//!
+//! Step 2 likewise skips its second drain when a worker counted as running at the release
+//! (docs/design.md §1.1, "Who drains").
 //!
 //! Guarantee: an item appended is on the pool's lists within one lock hold. Steps 2 and 3 are
 //! Dekker's pattern with `SeqCst` fences on both sides: either the releaser's second look sees
@@ -73,16 +78,23 @@ impl Blocks {
 }
 
 /// Items queued on a pool and not yet on its lists.
-#[derive(Default)]
 pub(crate) struct Inbox {
     /// The entries. Held for one `push` or one swap, nothing else.
     q: Mutex<Blocks>,
     /// How many entries `q` holds: written only with `q` locked, read without it (the Dekker
     /// looks of steps 2 and 3, and the drain's fast path).
     len: AtomicUsize,
+    /// The pool's `nr_running` as last stored under the pool lock
+    /// (`PoolLocked::nr_running_pub`), for the queuer's look in step 3.
+    running: Arc<AtomicUsize>,
 }
 
 impl Inbox {
+    /// An empty inbox; `running` is the pool's published `nr_running`.
+    pub(crate) fn new(running: Arc<AtomicUsize>) -> Inbox {
+        Inbox { q: Mutex::new(Blocks::default()), len: AtomicUsize::new(0), running }
+    }
+
     /// Whether nothing waits to be moved.
     ///
     /// `Relaxed` is enough: every store happens under `q`'s lock, so a reader that is ordered
@@ -138,6 +150,15 @@ impl WorkerPool {
         }
         // Pairs with the fence in `PoolGuard::drop`: see the module docs.
         fence(Ordering::SeqCst);
+        if self.inbox.running.load(Ordering::Relaxed) > 0 {
+            // A worker counts as running and will take the lock again (see `PoolGuard::drop`):
+            // leave the move to it. A queuer that moved its own entry took the pool lock for
+            // every item of a flood, and the running worker, sharing its CPU, could hardly
+            // get the lock (docs/design.md §1.1, "Who drains"). The item would only wait
+            // anyway: no worker is woken while one runs; the monitor is told.
+            self.env.monitor.note_waiting();
+            return;
+        }
         if !self.lock.is_locked() {
             if let Some(g) = self.lock.try_lock() {
                 let mut g = PoolGuard { pool: self, g: Some(g) };
@@ -177,6 +198,9 @@ impl Drop for PoolGuard<'_> {
     fn drop(&mut self) {
         loop {
             self.drain_inbox();
+            // A worker that counts as running takes the lock again: when its item ends, or
+            // when it stops counting (under the lock, releasing through this step).
+            let relocker = self.nr_running > 0;
             let wake = self.pending_wake.take();
             self.g = None;
             if let Some((_, unparker)) = wake {
@@ -185,6 +209,15 @@ impl Drop for PoolGuard<'_> {
             // Pairs with the fence in `WorkerPool::submit`: see the module docs.
             fence(Ordering::SeqCst);
             if self.pool.inbox.is_empty() {
+                return;
+            }
+            if relocker {
+                // Leave the new entries to that worker's next lock instead of draining again:
+                // a releaser that kept re-draining behind a flooding producer held the lock
+                // nearly all the time, and the running worker, waiting for it, ran almost
+                // nothing (docs/design.md §1.1, "Who drains"). Until then the items
+                // would only wait, as no worker is woken while one runs; the monitor is told.
+                self.pool.env.monitor.note_waiting();
                 return;
             }
             match self.pool.lock.try_lock() {

@@ -28,7 +28,7 @@ pub(crate) use inbox::PoolGuard;
 use crate::clock::Sleeper;
 use crate::pwq::PwqLocked;
 use crate::runtime::Env;
-use crate::sync::{thread, Arc, Mutex, Unparker};
+use crate::sync::{thread, Arc, AtomicUsize, Mutex, Unparker};
 use crate::work::Work;
 use crate::worklist::{List, Nodes};
 use slab::Slab;
@@ -165,6 +165,9 @@ pub(crate) struct PoolLocked {
     pub(crate) idle_list: Vec<usize>,
     /// Workers that count toward concurrency (per-CPU pools only).
     pub(crate) nr_running: usize,
+    /// `nr_running`, published for queuers, who do not take the lock (`Inbox::running`):
+    /// stored by `adjust_running`, the one transition that changes `nr_running`.
+    pub(crate) nr_running_pub: Arc<AtomicUsize>,
     /// Workers alive (not told to die).
     pub(crate) nr_workers: usize,
     /// Busy workers by the item they run (work id → worker id); one-shot closures, which
@@ -233,6 +236,7 @@ impl fmt::Debug for WorkerPool {
 impl WorkerPool {
     /// A new pool, registered in the process-wide pool table (which assigns its id).
     pub(crate) fn new(cpu: Option<usize>, highpri: bool, env: Arc<Env>) -> Arc<WorkerPool> {
+        let running = Arc::new(AtomicUsize::new(0));
         registry::register(|id| WorkerPool {
             id,
             cpu,
@@ -245,6 +249,7 @@ impl WorkerPool {
                 workers: Slab::new(),
                 idle_list: Vec::new(),
                 nr_running: 0,
+                nr_running_pub: running.clone(),
                 nr_workers: 0,
                 busy: BusyTable::default(),
                 manager_active: false,
@@ -261,7 +266,7 @@ impl WorkerPool {
                 pending_wake: None,
                 inbox_batch: inbox::Blocks::default(),
             }),
-            inbox: inbox::Inbox::default(),
+            inbox: inbox::Inbox::new(running),
             cooldown: Sleeper::new(),
         })
     }
