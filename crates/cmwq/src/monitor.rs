@@ -179,7 +179,7 @@ struct Scan {
 }
 
 fn peek_pool(pool: &Arc<WorkerPool>, scan: &mut Scan) {
-    let g = pool.lock();
+    let g = pool.lock_to_inspect();
     scan.busy |= g.any_busy();
 }
 
@@ -212,12 +212,12 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &crate::runtime::Config, full: bool, b
     let cm = pool.is_cm();
     buf.samples.clear();
     {
-        let g = pool.lock();
+        let g = pool.lock_to_inspect();
         if !g.any_busy() {
             return;
         }
         scan.busy = true;
-        let waiting = cm && !g.worklist.is_empty() && g.nr_running > 0;
+        let waiting = cm && g.nr_running > 0 && (!g.worklist.is_empty() || !pool.inbox.is_empty());
         scan.waiting |= waiting;
         if !full && !waiting {
             return;
@@ -242,7 +242,7 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &crate::runtime::Config, full: bool, b
         }
         None => false,
     });
-    let mut g = pool.lock();
+    let mut g = pool.lock_to_inspect();
     for s in &buf.samples {
         let Some(w) = g.workers.get(s.id) else { continue };
         let Some(cur) = &w.current else { continue };
@@ -269,6 +269,8 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &crate::runtime::Config, full: bool, b
         match sleeping {
             Sleeping::No if counts && delta == 0 && s.asleep => {
                 g.worker_set_sleeping(s.id, Sleeping::Seen);
+                // The kick must see the items that wait in the inbox too.
+                g.drain_inbox();
                 pool.cm_kick(&mut g, s.id);
                 scan.acted = true;
             }
@@ -288,9 +290,10 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &crate::runtime::Config, full: bool, b
         {
             g.worker_set_flags(s.id, flags::CPU_INTENSIVE);
             g.pwqs[slot].stats.cpu_intensive += 1;
+            g.drain_inbox();
             pool.cm_kick(&mut g, s.id);
             scan.acted = true;
         }
     }
-    scan.waiting |= cm && !g.worklist.is_empty() && g.nr_running > 0;
+    scan.waiting |= cm && g.nr_running > 0 && (!g.worklist.is_empty() || !pool.inbox.is_empty());
 }

@@ -139,6 +139,14 @@ impl WorkerPool {
         g
     }
 
+    /// Takes the pool lock without moving the inbox first: for the monitor, which only looks
+    /// at the workers and counts a non-empty inbox as items waiting. Draining there put the
+    /// monitor in the way of the worker it watches (a whole flood's backlog moved under the
+    /// lock at one tick). The release follows step 2 as every release does.
+    pub(crate) fn lock_to_inspect(self: &Arc<Self>) -> PoolGuard<'_> {
+        PoolGuard { pool: self, g: Some(self.lock.lock()) }
+    }
+
     /// Queues `item` (a work item whose PENDING the caller owns, with this pool recorded in
     /// its state, or a one-shot closure) on pwq `slot` without waiting for the pool lock
     /// (protocol step 3).
@@ -170,7 +178,7 @@ impl WorkerPool {
 
 impl PoolGuard<'_> {
     /// Moves everything in the inbox onto the pool's lists, in queueing order.
-    fn drain_inbox(&mut self) {
+    pub(crate) fn drain_inbox(&mut self) {
         let pool = self.pool;
         if pool.inbox.is_empty() {
             return;
@@ -197,10 +205,13 @@ impl Drop for PoolGuard<'_> {
     /// wake into a held lock.
     fn drop(&mut self) {
         loop {
-            self.drain_inbox();
             // A worker that counts as running takes the lock again: when its item ends, or
-            // when it stops counting (under the lock, releasing through this step).
+            // when it stops counting (under the lock, releasing through this step). Its next
+            // acquisition moves the inbox (step 1), so this release leaves it alone.
             let relocker = self.nr_running > 0;
+            if !relocker {
+                self.drain_inbox();
+            }
             let wake = self.pending_wake.take();
             self.g = None;
             if let Some((_, unparker)) = wake {
