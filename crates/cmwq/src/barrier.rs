@@ -15,7 +15,7 @@
 use crate::completion::Completion;
 use crate::pool::{registry, Entry, Item, Loc};
 use crate::sync::Arc;
-use crate::work::Work;
+use crate::work::{Work, NO_NODE};
 use crate::worklist::NIL;
 
 /// Inserts a barrier behind the last instance of `work`; returns its completion, or `None` if
@@ -28,6 +28,10 @@ pub(crate) fn start_flush_work(work: &Work) -> Option<Arc<Completion>> {
     let snap = work.state().load();
     let done = Arc::new(Completion::new());
     let target = if snap.is_queued() && snap.last_pool() == Some(pool.id) {
+        if work.node() == NO_NODE {
+            // Parked in an inactive run: give it a node to link the barrier to.
+            g.unpark_all();
+        }
         let idx = work.node();
         let (pwq, color, linked, loc) = {
             let e = g.nodes.get(idx);

@@ -144,7 +144,7 @@ impl Workqueue {
                     pool: p.pool.id,
                     cpu: p.pool.cpu,
                     nr_active: pwq.nr_active,
-                    nr_inactive: pwq.inactive.len(),
+                    nr_inactive: pwq.nr_inactive(),
                     in_flight: pwq.in_flight(),
                     work_color: pwq.work_color,
                     flush_color: pwq.flush_color,

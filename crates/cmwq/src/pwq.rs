@@ -5,17 +5,26 @@
 //!   exceeds `max_active`. An item queued while the limit is reached, or while older items wait,
 //!   goes to the pwq's inactive list (the kernel's `inactive_works`) and is activated, oldest
 //!   first, when an active item finishes. This keeps queueing order per pwq.
+//! * The inactive list comes in two parts, oldest first: entries of the pool's node arena
+//!   (`inactive`), then runs of items parked without nodes (`parked`). A block of the inbox
+//!   that holds one workqueue's flood is parked whole when it is drained (no item moves; the
+//!   arena keeps only what is active), and items that go inactive while blocks are parked
+//!   join them, to keep the order. An operation that must reach one inactive item in the
+//!   middle (cancel, a flush barrier behind it) first gives the parked items nodes
+//!   (`PoolLocked::unpark_all`; docs/design.md §3).
 //! * `nr_in_flight[colour]` counts queued and running items by flush colour.
 //!
 //! The mutable part ([`PwqLocked`]) lives inside its pool's locked state and is guarded by the
 //! pool lock, as the kernel's `pool_workqueue` fields are; [`Pwq`] is the immutable handle a
 //! workqueue keeps.
 
+use crate::pool::inbox::Queued;
 use crate::pool::WorkerPool;
 use crate::stats::PwqStats;
 use crate::sync::Arc;
 use crate::worklist::List;
 use crate::workqueue::WqInfo;
+use std::collections::VecDeque;
 
 /// Number of flush colours (`WORK_NR_COLORS`).
 pub(crate) const NR_COLORS: usize = 16;
@@ -38,8 +47,14 @@ pub(crate) struct PwqLocked {
     pub(crate) nr_active: usize,
     /// The active limit for this pwq (the workqueue's `max_active`).
     pub(crate) max_active: usize,
-    /// Items waiting for an active slot, oldest first (entries of the pool's node arena).
+    /// Items waiting for an active slot, oldest first (entries of the pool's node arena); all
+    /// older than those in `parked`.
     pub(crate) inactive: List,
+    /// Younger items waiting for an active slot, in runs, oldest first: work items here are
+    /// QUEUED with no node (`NO_NODE`).
+    pub(crate) parked: VecDeque<Parked>,
+    /// Items in `parked`.
+    pub(crate) nr_parked: usize,
     /// Queued or running items per flush colour. Changed only by `inc_in_flight` and
     /// `dec_in_flight`, which keep `nr_in_flight_total` with it.
     pub(crate) nr_in_flight: [u32; NR_COLORS],
@@ -68,6 +83,8 @@ impl PwqLocked {
             nr_active: 0,
             max_active,
             inactive: List::default(),
+            parked: VecDeque::new(),
+            nr_parked: 0,
             nr_in_flight: [0; NR_COLORS],
             nr_in_flight_total: 0,
             work_color: 0,
@@ -83,6 +100,27 @@ impl PwqLocked {
         self.nr_active < self.max_active
     }
 
+    /// Whether any item waits for an active slot.
+    pub(crate) fn has_inactive(&self) -> bool {
+        !self.inactive.is_empty() || self.nr_parked > 0
+    }
+
+    /// Items waiting for an active slot.
+    pub(crate) fn nr_inactive(&self) -> usize {
+        self.inactive.len() + self.nr_parked
+    }
+
+    /// Whether a newly queued item must wait (inactive): older ones wait, or no slot is free.
+    pub(crate) fn must_wait(&self) -> bool {
+        self.has_inactive() || !self.may_activate()
+    }
+
+    /// `n` more items (or barriers) in flight with `color`.
+    pub(crate) fn add_in_flight(&mut self, color: u8, n: u32) {
+        self.nr_in_flight[color as usize] += n;
+        self.nr_in_flight_total += n;
+    }
+
     /// Items queued or running, all colours.
     pub(crate) fn in_flight(&self) -> u32 {
         debug_assert_eq!(self.nr_in_flight_total, self.nr_in_flight.iter().sum::<u32>());
@@ -91,8 +129,7 @@ impl PwqLocked {
 
     /// One more item (or barrier) in flight with `color`.
     pub(crate) fn inc_in_flight(&mut self, color: u8) {
-        self.nr_in_flight[color as usize] += 1;
-        self.nr_in_flight_total += 1;
+        self.add_in_flight(color, 1);
     }
 
     /// One item (or barrier) of `color` left; returns how many of that colour remain.
@@ -102,4 +139,13 @@ impl PwqLocked {
         *left -= 1;
         *left
     }
+}
+
+/// A run of inactive items parked without nodes, all of one flush colour (`PwqLocked::parked`).
+#[derive(Debug)]
+pub(crate) struct Parked {
+    /// The items, oldest first (with their pwq slot, as the inbox held them).
+    pub(crate) items: VecDeque<Queued>,
+    /// Their flush colour.
+    pub(crate) color: u8,
 }

@@ -361,7 +361,7 @@ impl RuntimeBuilder {
     }
 
     /// The monitor's tick while workers are busy (default 1 ms), and its fastest tick while
-    /// items wait behind running workers (default 50 us).
+    /// items wait behind running workers (default 300 us).
     pub fn cm_tick(mut self, tick: Duration, min_tick: Duration) -> Self {
         self.config.cm_tick = tick.max(Duration::from_micros(1));
         self.config.cm_min_tick = min_tick.min(self.config.cm_tick).max(Duration::from_micros(1));

@@ -93,22 +93,36 @@ fn flush_work_of_inactive_item_follows_activation() {
     assert_eq!(n.load(Ordering::SeqCst), 1);
 }
 
-/// Inactive items wait parked without a node (docs/design.md §3): a cancel and a flush
-/// barrier reach one in the middle of a long inactive list (of work items and spawned
-/// closures), items queued after that wait behind the ones it moved, and the rest still run
-/// once each, in queueing order.
-#[test]
-fn cancel_and_flush_reach_items_deep_in_the_inactive_list() {
-    let rt = Runtime::builder().cpus(1).build();
-    let wq = rt.workqueue("parked").ordered().build().unwrap();
-    let gate = plug(&wq);
+/// `n` work items; item `k` appends `k` to the returned log when it runs.
+fn recording_items(n: usize) -> (Arc<Mutex<Vec<usize>>>, Vec<Work>) {
     let order = Arc::new(Mutex::new(Vec::new()));
-    let items: Vec<Work> = (0..700usize)
+    let items = (0..n)
         .map(|k| {
             let order = order.clone();
             Work::new(move |_| order.lock().unwrap().push(k))
         })
         .collect();
+    (order, items)
+}
+
+/// Flushes `w` from another thread, and checks that the flush is still waiting 20 ms later.
+fn flush_elsewhere(w: &Work) -> std::thread::JoinHandle<bool> {
+    let w = w.clone();
+    let flusher = std::thread::spawn(move || w.flush());
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!flusher.is_finished(), "the flush returned before its item ran");
+    flusher
+}
+
+/// A cancel and a flush barrier reach items deep in a long inactive list (of work items and
+/// spawned closures), items queued after the cancel wait behind the others, and the rest
+/// still run once each, in queueing order.
+#[test]
+fn cancel_and_flush_reach_items_deep_in_the_inactive_list() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("parked").ordered().build().unwrap();
+    let gate = plug(&wq);
+    let (order, items) = recording_items(700);
     let queue = |range: std::ops::Range<usize>| {
         for k in range {
             assert!(wq.queue(&items[k]));
@@ -125,12 +139,7 @@ fn cancel_and_flush_reach_items_deep_in_the_inactive_list() {
     assert!(!items[301].is_pending());
     // ... then park more behind them, and flush one of the moved ones from another thread.
     queue(600..700);
-    let flusher = {
-        let w = items[450].clone();
-        std::thread::spawn(move || w.flush())
-    };
-    std::thread::sleep(Duration::from_millis(20));
-    assert!(!flusher.is_finished(), "the flush returned before its item ran");
+    let flusher = flush_elsewhere(&items[450]);
     assert!(items[650].cancel(), "an item parked after the move");
     assert!(items[699].cancel(), "the youngest inactive item");
     gate.open();
@@ -146,6 +155,55 @@ fn cancel_and_flush_reach_items_deep_in_the_inactive_list() {
             want.push(10_000 + k);
         }
     }
+    assert_eq!(ran, want, "each item once, in queueing order, the cancelled ones never");
+}
+
+/// A flood queued while a worker runs accumulates in the pool's inbox in full blocks, which
+/// are parked whole on the inactive list (docs/design.md §3, "Parked runs"): a cancel and a
+/// flush reach items inside them, items queued later wait behind them, and everything else
+/// runs once, in queueing order.
+#[test]
+fn cancel_and_flush_reach_items_inside_parked_blocks() {
+    // One CPU, and a plug that spins (counted as running throughout: no sleep to notice, no
+    // CPU-hog marking), so that queuers leave the inbox to it.
+    let rt = Runtime::builder().cpus(1).cpu_intensive_thresh(Duration::ZERO).build();
+    let wq = rt.workqueue("parked-blocks").max_active(1).build().unwrap();
+    let release = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicBool::new(false));
+    let plug = {
+        let (release, started) = (release.clone(), started.clone());
+        Work::new(move |_| {
+            started.store(true, Ordering::SeqCst);
+            let t = std::time::Instant::now();
+            while !release.load(Ordering::SeqCst) && t.elapsed() < support::DEADLINE {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    assert!(wq.queue_on(0, &plug));
+    wait_for("the plug to run", || started.load(Ordering::SeqCst));
+    let (order, items) = recording_items(1200);
+    for w in &items[..1000] {
+        assert!(wq.queue_on(0, w));
+    }
+    assert!(wq.spawn({
+        let order = order.clone();
+        move || order.lock().unwrap().push(5_000)
+    }));
+    assert_eq!(wq.pwqs()[0].nr_inactive, 1001);
+    assert!(items[300].cancel(), "inside a parked block");
+    for w in &items[1000..] {
+        assert!(wq.queue_on(0, w));
+    }
+    let flusher = flush_elsewhere(&items[700]);
+    assert!(items[1100].cancel(), "queued after the cancel");
+    release.store(true, Ordering::SeqCst);
+    assert!(flusher.join().unwrap());
+    wq.flush();
+    let ran = order.lock().unwrap().clone();
+    let mut want: Vec<usize> = (0..1000).filter(|&k| k != 300).collect();
+    want.push(5_000);
+    want.extend((1000..1200).filter(|&k| k != 1100));
     assert_eq!(ran, want, "each item once, in queueing order, the cancelled ones never");
 }
 

@@ -10,12 +10,15 @@
 //! its target has run. Barriers count in their colour's in-flight count (so a workqueue flush
 //! waits for them) but never in `nr_active`.
 
+use super::inbox::Queued;
 use super::{manager, PoolLocked, WorkerPool};
 use crate::completion::Completion;
+use crate::pwq::Parked;
 use crate::sync::Arc;
 use crate::work::{Work, NO_NODE};
 use crate::worklist::{List, Nodes, NIL};
 use stack_dst::Value;
+use std::collections::VecDeque;
 use std::mem::MaybeUninit;
 
 /// The closure of a one-shot item (`Workqueue::spawn`). One of up to two words (a closure
@@ -241,23 +244,60 @@ impl PoolLocked {
         debug_assert!(matches!(e.item, Item::Cursor));
         self.pwqs[e.pwq as usize].cursor = None;
     }
+
+    /// Gives every parked inactive item of this pool a node at the end of its pwq's inactive
+    /// list, in order, so that a cancel or a flush can reach one: called when a queued work
+    /// item has no node. Each item is moved at most once, so a run of such calls costs what
+    /// was parked since the last one.
+    pub(crate) fn unpark_all(&mut self) {
+        let PoolLocked { pwqs, nodes, .. } = self;
+        for (slot, pwq) in pwqs.iter_mut() {
+            while let Some(run) = pwq.parked.pop_front() {
+                for (_, item) in run.items {
+                    let entry = Entry {
+                        item,
+                        pwq: slot as u32,
+                        color: run.color,
+                        inactive: true,
+                        linked: false,
+                        loc: Loc::Inactive,
+                    };
+                    let idx = pwq.inactive.push_back(nodes, entry);
+                    if let Item::Work(work) = &nodes.get(idx).item {
+                        work.set_node(idx);
+                    }
+                }
+            }
+            pwq.nr_parked = 0;
+        }
+    }
 }
 
 impl WorkerPool {
     /// Queues `item` (a work item whose PENDING the caller owns, or a one-shot closure) on pwq
     /// `slot` of this pool (`__queue_work` steps 5-8): active on the worklist if the pwq has a
-    /// free slot and nothing waits before it, else on the pwq's inactive list.
+    /// free slot and nothing waits before it, else at the end of the pwq's inactive list
+    /// (parked behind parked runs, if there are any: `pwq.rs`).
     pub(crate) fn insert_work(self: &Arc<Self>, g: &mut PoolLocked, slot: u32, item: Item) {
-        let (color, active) = {
-            let pwq = &mut g.pwqs[slot as usize];
-            let color = pwq.work_color;
-            pwq.inc_in_flight(color);
-            let active = pwq.inactive.is_empty() && pwq.may_activate();
-            if active {
-                pwq.nr_active += 1;
+        let pwq = &mut g.pwqs[slot as usize];
+        let color = pwq.work_color;
+        pwq.inc_in_flight(color);
+        if !pwq.parked.is_empty() {
+            if let Item::Work(work) = &item {
+                work.set_node(NO_NODE);
+                work.state().set_queued(self.id);
             }
-            (color, active)
-        };
+            pwq.nr_parked += 1;
+            match pwq.parked.back_mut() {
+                Some(run) if run.color == color => run.items.push_back((slot, item)),
+                _ => pwq.parked.push_back(Parked { items: VecDeque::from([(slot, item)]), color }),
+            }
+            return;
+        }
+        let active = pwq.inactive.is_empty() && pwq.may_activate();
+        if active {
+            pwq.nr_active += 1;
+        }
         let loc = if active { Loc::Worklist } else { Loc::Inactive };
         let entry = Entry { item, pwq: slot, color, inactive: !active, linked: false, loc };
         if active && g.worklist.is_empty() {
@@ -280,20 +320,58 @@ impl WorkerPool {
         }
     }
 
+    /// Queues a run of items of pwq `slot` that must all wait (`must_wait`) at the end of its
+    /// inactive list without moving them: an inbox block, parked whole (`works`: it holds
+    /// work items, whose state words are updated; a run of closures is not read at all).
+    pub(crate) fn park_block(&self, g: &mut PoolLocked, slot: u32, items: VecDeque<Queued>, works: bool) {
+        let pwq = &mut g.pwqs[slot as usize];
+        debug_assert!(pwq.must_wait());
+        let color = pwq.work_color;
+        pwq.add_in_flight(color, items.len() as u32);
+        pwq.nr_parked += items.len();
+        if works {
+            for (_, item) in &items {
+                if let Item::Work(work) = item {
+                    work.set_node(NO_NODE);
+                    work.state().set_queued(self.id);
+                }
+            }
+        }
+        pwq.parked.push_back(Parked { items, color });
+    }
+
     /// Activates the oldest inactive item of pwq `slot` with its linked barriers, if the pwq
     /// may activate one (`pwq_activate_first_inactive`). Returns whether it did.
     pub(crate) fn activate_first_inactive(&self, g: &mut PoolLocked, slot: u32) -> bool {
-        let pwq = &g.pwqs[slot as usize];
-        let Some(idx) = pwq.inactive.front() else { return false };
+        let pwq = &mut g.pwqs[slot as usize];
         if !pwq.may_activate() {
             return false;
         }
-        g.pwqs[slot as usize].nr_active += 1;
+        if let Some(idx) = pwq.inactive.front() {
+            pwq.nr_active += 1;
+            if g.worklist.is_empty() {
+                g.progress += 1;
+            }
+            g.nodes.get_mut(idx).inactive = false;
+            g.move_linked(idx, Loc::Worklist, NIL);
+            return true;
+        }
+        let Some(run) = pwq.parked.front_mut() else { return false };
+        let color = run.color;
+        let (_, item) = run.items.pop_front().expect("parked runs are not empty");
+        if run.items.is_empty() {
+            pwq.parked.pop_front();
+        }
+        pwq.nr_parked -= 1;
+        pwq.nr_active += 1;
         if g.worklist.is_empty() {
             g.progress += 1;
         }
-        g.nodes.get_mut(idx).inactive = false;
-        g.move_linked(idx, Loc::Worklist, NIL);
+        let entry = Entry { item, pwq: slot, color, inactive: false, linked: false, loc: Loc::Worklist };
+        let idx = g.worklist.push_back(&mut g.nodes, entry);
+        if let Item::Work(work) = &g.nodes.get(idx).item {
+            work.set_node(idx);
+        }
         true
     }
 

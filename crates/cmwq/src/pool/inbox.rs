@@ -40,6 +40,7 @@
 
 use super::{Item, PoolLocked, WorkerPool};
 use crate::sync::{fence, Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
+use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 
 /// Entries per inbox block (10 KiB of entries). The inbox is a chain of blocks, so a burst
@@ -52,13 +53,28 @@ const BLOCK: usize = 256;
 /// a one-shot closure.
 pub(crate) type Queued = (u32, Item);
 
+/// A filled inbox block, with what the drain needs to know without reading it.
+#[derive(Debug)]
+pub(crate) struct FullBlock {
+    /// `BLOCK` entries in queueing order.
+    pub(crate) items: Vec<Queued>,
+    /// The pwq slot of every entry, if they all share one (a flood from one workqueue).
+    pub(crate) slot: Option<u32>,
+    /// Whether any entry is a work item (not a one-shot closure).
+    pub(crate) works: bool,
+}
+
 /// Entries in queueing order: the blocks in `full`, then `tail`.
 #[derive(Default, Debug)]
 pub(crate) struct Blocks {
-    /// Filled blocks (`BLOCK` entries each), oldest first.
-    full: Vec<Vec<Queued>>,
+    /// Filled blocks, oldest first.
+    full: Vec<FullBlock>,
     /// The block being filled (capacity `BLOCK` once used).
     tail: Vec<Queued>,
+    /// The slot every entry of `tail` shares (`None` if empty or mixed).
+    tail_slot: Option<u32>,
+    /// Some entry of `tail` is a work item.
+    tail_works: bool,
 }
 
 impl Blocks {
@@ -68,11 +84,18 @@ impl Blocks {
 
     fn push(&mut self, e: Queued) {
         if self.tail.len() == BLOCK {
-            let full = std::mem::replace(&mut self.tail, Vec::with_capacity(BLOCK));
-            self.full.push(full);
+            let items = std::mem::replace(&mut self.tail, Vec::with_capacity(BLOCK));
+            self.full.push(FullBlock { items, slot: self.tail_slot, works: self.tail_works });
         } else if self.tail.capacity() == 0 {
             self.tail.reserve_exact(BLOCK);
         }
+        if self.tail.is_empty() {
+            self.tail_slot = Some(e.0);
+            self.tail_works = false;
+        } else if self.tail_slot != Some(e.0) {
+            self.tail_slot = None;
+        }
+        self.tail_works |= matches!(e.1, Item::Work(_));
         self.tail.push(e);
     }
 }
@@ -185,16 +208,31 @@ impl PoolGuard<'_> {
         }
         let mut batch = std::mem::take(&mut self.inbox_batch);
         pool.inbox.take_all(&mut batch);
-        // Full blocks go back to `malloc` as they empty; the tail block is kept, and the
-        // swap hands it to the inbox next time.
+        // Full blocks go back to `malloc` as they empty (or, parked whole, once activated);
+        // the tail block is kept, and the swap hands it to the inbox next time.
         for block in std::mem::take(&mut batch.full) {
-            for (slot, item) in block {
+            let Some(slot) = block.slot else {
+                for (slot, item) in block.items {
+                    pool.insert_work(self, slot, item);
+                }
+                continue;
+            };
+            // One workqueue's flood: items go one by one while they can become active, and
+            // the rest of the block is parked whole, without moving an item (pwq.rs).
+            let mut items = VecDeque::from(block.items);
+            while !self.pwqs[slot as usize].must_wait() {
+                let Some((slot, item)) = items.pop_front() else { break };
                 pool.insert_work(self, slot, item);
+            }
+            if !items.is_empty() {
+                pool.park_block(self, slot, items, block.works);
             }
         }
         for (slot, item) in batch.tail.drain(..) {
             pool.insert_work(self, slot, item);
         }
+        batch.tail_slot = None;
+        batch.tail_works = false;
         self.inbox_batch = batch;
     }
 }

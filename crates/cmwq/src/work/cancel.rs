@@ -13,7 +13,7 @@
 //! `cancel_sync` raises the disable depth while it waits for a running instance, so every
 //! queueing meanwhile (including the function queueing itself) fails; then lowers it again.
 
-use super::Work;
+use super::{Work, NO_NODE};
 use crate::pool::{registry, Loc};
 use crate::worklist::NIL;
 
@@ -61,6 +61,10 @@ fn steal_queued(work: &Work) -> bool {
     let snap = work.state().load();
     if !(snap.is_queued() && snap.last_pool() == Some(pool.id)) {
         return false;
+    }
+    if work.node() == NO_NODE {
+        // Parked in an inactive run: give it a node to unlink.
+        g.unpark_all();
     }
     let idx = work.node();
     let (loc, linked) = {

@@ -459,7 +459,7 @@ impl WqShared {
         self.pwq_list().iter().all(|p| {
             let g = p.pool.lock();
             let pwq = &g.pwqs[p.slot as usize];
-            pwq.nr_active == 0 && pwq.inactive.is_empty()
+            pwq.nr_active == 0 && !pwq.has_inactive()
         })
     }
 
