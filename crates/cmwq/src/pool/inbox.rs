@@ -211,7 +211,12 @@ impl PoolGuard<'_> {
         // Full blocks go back to `malloc` as they empty (or, parked whole, once activated);
         // the tail block is kept, and the swap hands it to the inbox next time.
         for block in std::mem::take(&mut batch.full) {
-            let Some(slot) = block.slot else {
+            // Only concurrency-managed pools park: their queuers leave the inbox to the
+            // running worker, which drains it in blocks; on an unbound pool the queuers drain
+            // item by item, so a parked block would make every later item of that pwq park
+            // one by one behind it, which is slower than linking it (B9: design.md §3).
+            let slot = block.slot.filter(|_| pool.is_cm());
+            let Some(slot) = slot else {
                 for (slot, item) in block.items {
                     pool.insert_work(self, slot, item);
                 }
