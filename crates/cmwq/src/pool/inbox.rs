@@ -2,10 +2,10 @@
 //! `__queue_work` takes `pool->lock`; docs/design.md §1.1).
 //!
 //! A queuer that owns an item's PENDING appends `(pwq slot, item)` to the pool's inbox instead
-//! of taking the pool lock. The inbox is a vector behind a lock of its own that is held only
-//! for one `push` or one swap, never while anything else is done (the kernel's `llist_add` /
-//! `llist_del_all` pattern with a buffer in place of the list, so an entry costs no node of
-//! its own). Whoever holds the pool lock swaps the whole inbox out and moves it onto the
+//! of taking the pool lock. The inbox is a chain of blocks behind a lock of its own that is
+//! held only for one `push` or one swap, never while anything else is done (the kernel's
+//! `llist_add` / `llist_del_all` pattern with blocks in place of the list, so an entry costs no
+//! node of its own; a full block of one pwq's items that must wait is parked whole, `pwq.rs`). Whoever holds the pool lock swaps the whole inbox out and moves it onto the
 //! pool's lists with [`WorkerPool::insert_work`], so everything the pool lock guards (colours,
 //! `nr_active`, the inactive lists, kicks, the monitor) is decided under the pool lock exactly
 //! as if the queuer had taken it itself, just later.
@@ -16,7 +16,8 @@
 //!    colours see the pool as if queueing had been locked.
 //! 2. Releasing a [`PoolGuard`] drains the inbox, unlocks, then (after a `SeqCst` fence) looks
 //!    at the inbox's length again, and if it is not zero takes the lock back with `try_lock`
-//!    and repeats.
+//!    and repeats. While a worker counts as running (`nr_running > 0` at the release), the
+//!    release neither drains nor looks again: that worker locks again (step 1 then drains).
 //! 3. A queuer appends. If the inbox already held entries it returns at once: the drain that
 //!    takes the earlier entries swaps out the whole inbox, so it takes this one too, and the
 //!    earlier entry's queuer made sure (by this same step) that such a drain comes (the
@@ -26,10 +27,11 @@
 //!    the pool lock: if it is free it takes it with `try_lock` (which drains, step 1); if it
 //!    is held, it returns.
 //!
-//! Step 2 likewise skips its second drain when a worker counted as running at the release
-//! (docs/design.md §1.1, "Who drains").
+//! Why the skips are safe, and what they bought: docs/design.md §1.1, "Who drains". The
+//! monitor takes the lock without step 1 (`lock_to_inspect`).
 //!
-//! Guarantee: an item appended is on the pool's lists within one lock hold. Steps 2 and 3 are
+//! Guarantee: an item appended is on the pool's lists within one lock hold (the next one,
+//! while a worker runs). Steps 2 and 3 are
 //! Dekker's pattern with `SeqCst` fences on both sides: either the releaser's second look sees
 //! the append, or the queuer's look at the lock sees it released (or held by a later holder,
 //! who releases through step 2 in turn). The queuer never waits for the pool lock, so
