@@ -51,10 +51,9 @@ pub(crate) struct PwqLocked {
     /// older than those in `parked`.
     pub(crate) inactive: List,
     /// Younger items waiting for an active slot, in runs, oldest first: work items here are
-    /// QUEUED with no node (`NO_NODE`).
+    /// QUEUED with no node (`NO_NODE`). A run is never empty (it is dropped with its last
+    /// item), so "anything parked" is `!parked.is_empty()`.
     pub(crate) parked: VecDeque<Parked>,
-    /// Items in `parked`.
-    pub(crate) nr_parked: usize,
     /// Queued or running items per flush colour. Changed only by `inc_in_flight` and
     /// `dec_in_flight`, which keep `nr_in_flight_total` with it.
     pub(crate) nr_in_flight: [u32; NR_COLORS],
@@ -84,7 +83,6 @@ impl PwqLocked {
             max_active,
             inactive: List::default(),
             parked: VecDeque::new(),
-            nr_parked: 0,
             nr_in_flight: [0; NR_COLORS],
             nr_in_flight_total: 0,
             work_color: 0,
@@ -102,12 +100,12 @@ impl PwqLocked {
 
     /// Whether any item waits for an active slot.
     pub(crate) fn has_inactive(&self) -> bool {
-        !self.inactive.is_empty() || self.nr_parked > 0
+        !self.inactive.is_empty() || !self.parked.is_empty()
     }
 
-    /// Items waiting for an active slot.
+    /// Items waiting for an active slot (introspection: counts the parked runs).
     pub(crate) fn nr_inactive(&self) -> usize {
-        self.inactive.len() + self.nr_parked
+        self.inactive.len() + self.parked.iter().map(|run| run.items.len()).sum::<usize>()
     }
 
     /// Whether a newly queued item must wait (inactive): older ones wait, or no slot is free.

@@ -250,26 +250,35 @@ impl PoolLocked {
     /// item has no node. Each item is moved at most once, so a run of such calls costs what
     /// was parked since the last one.
     pub(crate) fn unpark_all(&mut self) {
-        let PoolLocked { pwqs, nodes, .. } = self;
-        for (slot, pwq) in pwqs.iter_mut() {
-            while let Some(run) = pwq.parked.pop_front() {
+        // By slot number (vacant slots give `None`), so that each item can be linked through
+        // `link_new` while no borrow of the pwq table is held.
+        for slot in 0..self.pwqs.capacity() as u32 {
+            while let Some(run) = self.pwqs.get_mut(slot as usize).and_then(|pwq| pwq.parked.pop_front()) {
                 for (_, item) in run.items {
-                    let entry = Entry {
-                        item,
-                        pwq: slot as u32,
-                        color: run.color,
-                        inactive: true,
-                        linked: false,
-                        loc: Loc::Inactive,
-                    };
-                    let idx = pwq.inactive.push_back(nodes, entry);
-                    if let Item::Work(work) = &nodes.get(idx).item {
-                        work.set_node(idx);
-                    }
+                    self.link_new(Loc::Inactive, slot, item, run.color);
                 }
             }
-            pwq.nr_parked = 0;
         }
+    }
+
+    /// Links a new entry for `item` of pwq `slot` with `color` at the tail of list `loc` (the
+    /// worklist for an active item, the pwq's inactive list for one that waits) and gives a
+    /// work item its node. Returns the node.
+    fn link_new(&mut self, loc: Loc, slot: u32, item: Item, color: u8) -> u32 {
+        let entry = Entry { item, pwq: slot, color, inactive: loc == Loc::Inactive, linked: false, loc };
+        let idx = self.with_list(loc, slot, |l, n| l.push_back(n, entry));
+        if let Item::Work(work) = &self.nodes.get(idx).item {
+            work.set_node(idx);
+        }
+        idx
+    }
+}
+
+/// A work item queued on `pool` without a node: parked (`PwqLocked::parked`).
+fn mark_parked(item: &Item, pool: u32) {
+    if let Item::Work(work) = item {
+        work.set_node(NO_NODE);
+        work.state().set_queued(pool);
     }
 }
 
@@ -283,11 +292,7 @@ impl WorkerPool {
         let color = pwq.work_color;
         pwq.inc_in_flight(color);
         if !pwq.parked.is_empty() {
-            if let Item::Work(work) = &item {
-                work.set_node(NO_NODE);
-                work.state().set_queued(self.id);
-            }
-            pwq.nr_parked += 1;
+            mark_parked(&item, self.id);
             match pwq.parked.back_mut() {
                 Some(run) if run.color == color => run.items.push_back((slot, item)),
                 _ => pwq.parked.push_back(Parked { items: VecDeque::from([(slot, item)]), color }),
@@ -297,15 +302,13 @@ impl WorkerPool {
         let active = pwq.inactive.is_empty() && pwq.may_activate();
         if active {
             pwq.nr_active += 1;
+            if g.worklist.is_empty() {
+                g.progress += 1;
+            }
         }
         let loc = if active { Loc::Worklist } else { Loc::Inactive };
-        let entry = Entry { item, pwq: slot, color, inactive: !active, linked: false, loc };
-        if active && g.worklist.is_empty() {
-            g.progress += 1;
-        }
-        let idx = g.with_list(loc, slot, |l, n| l.push_back(n, entry));
+        let idx = g.link_new(loc, slot, item, color);
         if let Item::Work(work) = &g.nodes.get(idx).item {
-            work.set_node(idx);
             work.state().set_queued(self.id);
         }
         if active {
@@ -328,13 +331,9 @@ impl WorkerPool {
         debug_assert!(pwq.must_wait());
         let color = pwq.work_color;
         pwq.add_in_flight(color, items.len() as u32);
-        pwq.nr_parked += items.len();
         if works {
             for (_, item) in &items {
-                if let Item::Work(work) = item {
-                    work.set_node(NO_NODE);
-                    work.state().set_queued(self.id);
-                }
+                mark_parked(item, self.id);
             }
         }
         pwq.parked.push_back(Parked { items, color });
@@ -362,16 +361,11 @@ impl WorkerPool {
         if run.items.is_empty() {
             pwq.parked.pop_front();
         }
-        pwq.nr_parked -= 1;
         pwq.nr_active += 1;
         if g.worklist.is_empty() {
             g.progress += 1;
         }
-        let entry = Entry { item, pwq: slot, color, inactive: false, linked: false, loc: Loc::Worklist };
-        let idx = g.worklist.push_back(&mut g.nodes, entry);
-        if let Item::Work(work) = &g.nodes.get(idx).item {
-            work.set_node(idx);
-        }
+        g.link_new(Loc::Worklist, slot, item, color);
         true
     }
 
