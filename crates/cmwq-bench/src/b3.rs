@@ -19,7 +19,7 @@
 //! here, so a `floor_bound_ms` above 1.2x the ideal means the 1.2x target cannot be met on
 //! this machine.
 
-use crate::measure::{Latch, ThreadSampler};
+use crate::measure::{median, Latch, ThreadSampler};
 use crate::peers::{CmwqKind, Pool, SYSTEMS};
 use crate::Report;
 use std::cmp::Reverse;
@@ -68,8 +68,7 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
     r.record("b3", "cmwq", "meets_target", f64::from(u8::from(ratio <= 1.2)));
 
     let mut floors: Vec<f64> = (0..3).map(|_| thread_start_ms(MAX_ACTIVE)).collect::<Result<_, _>>()?;
-    floors.sort_by(f64::total_cmp);
-    let floor = floors[1];
+    let floor = median(&mut floors);
     let bound = floor_bound_ms(floor, MAX_ACTIVE);
     r.say(&format!(
         "b3 starting {MAX_ACTIVE} threads takes {floor:.1} ms here (runs: {}); a perfect system \

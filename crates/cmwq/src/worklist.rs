@@ -42,13 +42,11 @@ pub(crate) struct Nodes<T> {
     chunks: Vec<Vec<Slot<T>>>,
     /// The most recently freed slot, head of the free list (`NIL` if none).
     free: u32,
-    /// Slots in use.
-    used: usize,
 }
 
 impl<T> Nodes<T> {
     pub(crate) fn new() -> Self {
-        Nodes { chunks: Vec::new(), free: NIL, used: 0 }
+        Nodes { chunks: Vec::new(), free: NIL }
     }
 
     fn slot(&self, idx: u32) -> &Slot<T> {
@@ -84,12 +82,11 @@ impl<T> Nodes<T> {
     /// Number of live nodes, over all lists.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.used
+        self.chunks.iter().flatten().filter(|s| matches!(s, Slot::Used(_))).count()
     }
 
     fn alloc(&mut self, val: T) -> u32 {
         let node = Node { prev: NIL, next: NIL, val };
-        self.used += 1;
         if self.free != NIL {
             let idx = self.free;
             let slot = self.slot_mut(idx);
@@ -115,7 +112,6 @@ impl<T> Nodes<T> {
         match std::mem::replace(self.slot_mut(idx), Slot::Free(free)) {
             Slot::Used(n) => {
                 self.free = idx;
-                self.used -= 1;
                 n.val
             }
             Slot::Free(_) => panic!("worklist node {idx} freed twice"),
