@@ -37,6 +37,17 @@ pub enum Error {
         /// The workqueue's name.
         name: String,
     },
+    /// `Workqueue::flush` or `drain` called from one of that workqueue's own items: it would
+    /// wait for the calling item itself (the kernel's lockdep reports this deadlock), so it
+    /// returned at once without waiting.
+    FlushFromOwnItem {
+        /// The workqueue's name.
+        name: String,
+        /// What was called: `"flush"` or `"drain"`.
+        op: &'static str,
+        /// The calling item, as `name (id)`.
+        item: String,
+    },
     /// A thread the operation needs could not be created.
     Spawn(io::Error),
 }
@@ -54,6 +65,11 @@ impl fmt::Display for Error {
             Error::Disabled => write!(f, "the work item is disabled"),
             Error::Draining { name } => write!(f, "workqueue {name:?} is being drained"),
             Error::Destroyed { name } => write!(f, "workqueue {name:?} is being destroyed"),
+            Error::FlushFromOwnItem { name, op, item } => write!(
+                f,
+                "{op} of workqueue {name:?} from its own item {item} would wait for that item itself: \
+                 not waiting"
+            ),
             Error::Spawn(e) => write!(f, "could not create a thread: {e}"),
         }
     }

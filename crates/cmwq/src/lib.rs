@@ -42,6 +42,7 @@ mod stats;
 mod sync;
 mod sys;
 mod timer;
+mod warn;
 mod work;
 mod worklist;
 mod workqueue;
@@ -59,6 +60,7 @@ pub use runtime::{
 };
 pub use spawn::{FailMode, FailingSpawner, SpawnRequest, Spawner, ThreadKind, ThreadSpawner};
 pub use stats::WqStats;
+pub use warn::{Warning, WarningKind, MAX_NAMED};
 pub use work::delayed::DelayedWork;
 pub use work::Work;
 pub use workqueue::builder::{WQ_DFL_ACTIVE, WQ_MAX_ACTIVE, WQ_NAME_LEN};

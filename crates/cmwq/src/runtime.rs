@@ -63,6 +63,8 @@ pub(crate) struct Config {
     pub(crate) mayday_initial_timeout: Duration,
     pub(crate) mayday_interval: Duration,
     pub(crate) rescuer_algorithm: crate::rescuer::RescuerAlgorithm,
+    /// Where warnings go (default: stderr).
+    pub(crate) warning_handler: crate::warn::WarningHandler,
 }
 
 /// What every pool of a runtime shares: knobs, clock, spawner, timer service, monitor.
@@ -310,6 +312,7 @@ impl Default for RuntimeBuilder {
                 mayday_initial_timeout: MAYDAY_INITIAL_TIMEOUT,
                 mayday_interval: MAYDAY_INTERVAL,
                 rescuer_algorithm: crate::rescuer::RescuerAlgorithm::default(),
+                warning_handler: crate::warn::WarningHandler::default(),
             },
             clock: Clock::real(),
             spawner: Arc::new(ThreadSpawner),
@@ -381,6 +384,18 @@ impl RuntimeBuilder {
     /// others exist to measure the difference).
     pub fn rescuer_algorithm(mut self, algorithm: crate::rescuer::RescuerAlgorithm) -> Self {
         self.config.rescuer_algorithm = algorithm;
+        self
+    }
+
+    /// Called with every [`Warning`](crate::Warning) about this runtime's workqueues (a flush
+    /// from a workqueue's own item, a drain or destroy that takes many rounds), instead of
+    /// printing it on stderr (the default). It runs on the thread that warns, with no lock of
+    /// cmwq held; a panic in it is reported and ignored.
+    pub fn warning_handler<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&crate::Warning<'_>) + Send + Sync + 'static,
+    {
+        self.config.warning_handler = crate::warn::WarningHandler(Some(Arc::new(f)));
         self
     }
 

@@ -677,3 +677,89 @@ fn drop_during_a_panic_does_not_wait_for_the_drain() {
     gate.open();
     wait_for("the blocked item to finish", || done.load(Ordering::SeqCst));
 }
+
+/// Issue 9, bug 5: `Workqueue::flush` and `drain` from one of that workqueue's own items (a
+/// work item and a spawned closure; per-CPU, unbound and ordered) would wait for the caller
+/// itself. They warn once per call, naming the workqueue and the item, and return at once; the
+/// `try_` variants return the error without a warning; afterwards the owner's flush and drain
+/// work. Before the fix the item hung in the flush colours and the owner's flush behind it.
+#[test]
+fn flush_and_drain_from_own_item_warn_and_return() {
+    use cmwq::WarningKind;
+    use support::warnings::WarningLog;
+    use support::within_deadline;
+
+    for kind in ["percpu", "unbound", "ordered"] {
+        let log = WarningLog::new();
+        let rt = log.install(Runtime::builder().cpus(2)).build();
+        let name = format!("selfflush-{kind}");
+        let b = rt.workqueue(&name);
+        let wq = match kind {
+            "percpu" => b.build(),
+            "unbound" => b.unbound().build(),
+            _ => b.ordered().build(),
+        }
+        .unwrap();
+        // The item reaches its workqueue through a slot emptied at the end (no cycle).
+        let slot: Arc<Mutex<Option<Workqueue>>> = Arc::new(Mutex::new(Some(wq.clone())));
+        let (tx, rx) = std::sync::mpsc::channel::<(bool, bool)>();
+        let body = {
+            let slot = slot.clone();
+            move || {
+                let wq = slot.lock().unwrap().clone().expect("workqueue in the slot");
+                wq.flush();
+                wq.drain();
+                let f = matches!(wq.try_flush(), Err(Error::FlushFromOwnItem { op: "flush", .. }));
+                let d = matches!(wq.try_drain(), Err(Error::FlushFromOwnItem { op: "drain", .. }));
+                (f, d)
+            }
+        };
+        let w = {
+            let (tx, body) = (tx.clone(), body.clone());
+            Work::named("self_flusher", move |_| {
+                let _ = tx.send(body());
+            })
+        };
+        assert!(wq.queue(&w));
+        let got = rx.recv_timeout(support::DEADLINE);
+        let spawned = got.as_ref().ok().map(|_| {
+            let (tx, body) = (tx.clone(), body.clone());
+            assert!(wq.spawn(move || {
+                let _ = tx.send(body());
+            }));
+            rx.recv_timeout(support::DEADLINE)
+        });
+        if got.is_err() || !matches!(spawned, Some(Ok(_))) {
+            // A worker is stuck in its own flush: leave everything behind rather than hang
+            // in the drops.
+            std::mem::forget((wq, rt, w, slot));
+            panic!("{kind}: flush or drain from an own item did not return within the deadline");
+        }
+        assert_eq!(got.unwrap(), (true, true), "{kind}: try_flush and try_drain say why they did not wait");
+        assert_eq!(spawned.unwrap().unwrap(), (true, true), "{kind}: same from a spawned closure");
+
+        let own = log.matching(|r| r.kind == WarningKind::FlushFromOwnItem);
+        assert_eq!(own.len(), 4, "{kind}: one warning per flush or drain call, none for try_: {own:?}");
+        for r in &own {
+            assert_eq!(r.workqueue, name);
+            assert!(r.message.contains(&name), "{kind}: {r:?}");
+        }
+        assert!(own[0].items[0].starts_with("self_flusher (0x"), "{kind}: names the item: {own:?}");
+        assert!(own[0].message.starts_with("flush") && own[1].message.starts_with("drain"), "{own:?}");
+        assert!(own[2].items[0].contains("spawn"), "{kind}: names the spawned closure: {own:?}");
+
+        // The owner's flush and drain still work.
+        let n = Arc::new(AtomicUsize::new(0));
+        let c = counter_work(&n);
+        assert!(wq.queue(&c));
+        let wq2 = wq.clone();
+        assert!(within_deadline(move || wq2.flush()).is_some(), "{kind}: owner's flush hangs");
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        assert!(wq.queue(&c));
+        let wq2 = wq.clone();
+        assert!(within_deadline(move || wq2.drain()).is_some(), "{kind}: owner's drain hangs");
+        assert_eq!(n.load(Ordering::SeqCst), 2);
+        assert_eq!(log.matching(|r| r.kind == WarningKind::FlushFromOwnItem).len(), 4);
+        slot.lock().unwrap().take();
+    }
+}

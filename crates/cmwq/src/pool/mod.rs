@@ -74,6 +74,8 @@ pub(crate) struct Current {
     /// so it matches no item). The running worker holds a handle, so the address cannot be
     /// reused while it runs.
     pub(crate) work_id: usize,
+    /// Its name for warnings (`Work::name`, or a fixed one for a one-shot closure).
+    pub(crate) name: &'static str,
     /// Its pwq slot.
     pub(crate) pwq: u32,
     /// The flush colour it was queued with (a flush barrier behind it takes this colour).

@@ -29,6 +29,9 @@ thread_local! {
     static CURRENT: RefCell<Option<(Arc<WorkerPool>, usize)>> = const { RefCell::new(None) };
 }
 
+/// The name warnings give a closure run by `Workqueue::spawn` (it has no `Work`).
+pub(crate) const SPAWNED_NAME: &str = "a closure spawned by Workqueue::spawn";
+
 /// The pool and worker id of the calling thread, if it is a cmwq worker.
 pub(crate) fn current_worker() -> Option<(Arc<WorkerPool>, usize)> {
     CURRENT.with(|c| c.borrow().clone())
@@ -146,14 +149,14 @@ fn process_one_work<'a>(
     let seq = g.next_seq;
     g.next_seq += 1;
     // A one-shot closure has no identity to collide on: it stays out of the busy table.
-    let work_id = match &item {
+    let (work_id, name) = match &item {
         Item::Work(work) => {
             g.busy.insert(work.id(), me);
-            work.id()
+            (work.id(), work.name())
         }
-        _ => 0,
+        _ => (0, SPAWNED_NAME),
     };
-    g.workers[me].current = Some(Current { work_id, pwq: slot, color, seq });
+    g.workers[me].current = Some(Current { work_id, name, pwq: slot, color, seq });
     let cpu_intensive = g.pwqs[slot as usize].wq.flags.cpu_intensive;
     if cpu_intensive {
         g.worker_set_flags(me, flags::CPU_INTENSIVE);

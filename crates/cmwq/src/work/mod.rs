@@ -32,6 +32,9 @@ pub(crate) struct WorkInner<F: ?Sized> {
     /// QUEUED, else `NO_NODE`. Written only under that pool's lock; `Relaxed` suffices because
     /// every reader holds the same lock.
     pub(crate) node: AtomicU32,
+    /// I: the name warnings and dumps print with the item's id: the closure's type name
+    /// (`std::any::type_name`) or the one given to [`Work::named`].
+    pub(crate) name: &'static str,
     /// The work function.
     pub(crate) func: F,
 }
@@ -60,9 +63,23 @@ impl Work {
     where
         F: Fn(&Work) + Send + Sync + 'static,
     {
+        Work::named(std::any::type_name::<F>(), f)
+    }
+
+    /// Like [`Work::new`], with the name that warnings print for the item (with its id)
+    /// instead of the closure's type name.
+    pub fn named<F>(name: &'static str, f: F) -> Work
+    where
+        F: Fn(&Work) + Send + Sync + 'static,
+    {
         let inner: Arc<WorkInner<WorkFn>> =
-            Arc::new(WorkInner { state: WorkState::new(), node: AtomicU32::new(NO_NODE), func: f });
+            Arc::new(WorkInner { state: WorkState::new(), node: AtomicU32::new(NO_NODE), name, func: f });
         Work { inner }
+    }
+
+    /// The item's name: the closure's type name, or the one given to [`Work::named`].
+    pub fn name(&self) -> &'static str {
+        self.inner.name
     }
 
     /// Whether the item is pending: queued and not yet started (advisory, like `work_pending`).
@@ -98,9 +115,19 @@ impl Work {
     }
 }
 
+/// `name (id)`, as warnings print an item; a spawned closure (id 0) has no identity.
+pub(crate) fn describe(name: &str, id: usize) -> String {
+    if id == 0 {
+        name.to_owned()
+    } else {
+        format!("{name} ({id:#x})")
+    }
+}
+
 impl fmt::Debug for Work {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Work")
+            .field("name", &self.inner.name)
             .field("id", &format_args!("{:#x}", self.id()))
             .field("state", &self.inner.state.load())
             .finish()

@@ -29,6 +29,7 @@ use crate::runtime::Runtime;
 use crate::stats::WqStats;
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 use crate::sys::current_cpu;
+use crate::warn::{Warning, WarningKind};
 use crate::work::delayed::DelayedTimer;
 use crate::work::Work;
 pub use builder::WorkqueueBuilder;
@@ -295,19 +296,50 @@ impl Workqueue {
 
     /// Waits until every item queued before the call has finished, and not for items queued
     /// after it (`flush_workqueue`, with the kernel's 16 flush colours; docs/design.md §8).
+    ///
+    /// Called from one of this workqueue's own items it would wait for the caller itself: it
+    /// then warns (a [`Warning`](crate::Warning) of kind
+    /// [`FlushFromOwnItem`](crate::WarningKind::FlushFromOwnItem)) and returns at once without
+    /// waiting, as [`Work::flush`] does from its own item; [`Workqueue::try_flush`] returns
+    /// that as an error instead.
     pub fn flush(&self) {
+        if let Err(e) = self.try_flush() {
+            self.handle.wq.warn_own_item(&e);
+        }
+    }
+
+    /// Like [`Workqueue::flush`], but from one of this workqueue's own items returns
+    /// [`Error::FlushFromOwnItem`] at once (no warning) instead of waiting.
+    pub fn try_flush(&self) -> Result<(), Error> {
         let wq = &self.handle.wq;
+        wq.refuse_own_item("flush")?;
         if cfg!(debug_assertions) {
             crate::debug::check_flush_dependency(crate::debug::current_wq().as_ref(), &wq.info);
         }
-        crate::flush::flush_workqueue(&wq.flush_lock, &wq.info.flush, wq.pwq_list());
+        wq.flush();
+        Ok(())
     }
 
     /// Waits until the workqueue is empty (`drain_workqueue`): meanwhile only its own items may
     /// queue on it (chained queueing); queueing from outside is refused with
-    /// [`Error::Draining`]. Flushes until nothing is left, warning when that takes many rounds.
+    /// [`Error::Draining`]. Flushes until nothing is left, warning when that takes many rounds:
+    /// at the kernel's cadence (the 10th flush, then every 100th up to the 1000th) and, as
+    /// cmwq's extension, every 1000th after that for as long as it lasts.
+    ///
+    /// From one of this workqueue's own items it warns and returns at once, as
+    /// [`Workqueue::flush`] does; [`Workqueue::try_drain`] returns that as an error instead.
     pub fn drain(&self) {
+        if let Err(e) = self.try_drain() {
+            self.handle.wq.warn_own_item(&e);
+        }
+    }
+
+    /// Like [`Workqueue::drain`], but from one of this workqueue's own items returns
+    /// [`Error::FlushFromOwnItem`] at once (no warning) instead of waiting.
+    pub fn try_drain(&self) -> Result<(), Error> {
+        self.handle.wq.refuse_own_item("drain")?;
         self.handle.wq.drain();
+        Ok(())
     }
 
     /// The workqueue's counters, summed over its pools.
@@ -420,11 +452,46 @@ impl WqShared {
     /// Whether the caller is a worker running an item of this workqueue (chained queueing is
     /// allowed while draining or destroying).
     fn is_chained(&self) -> bool {
-        let Some((pool, me)) = crate::pool::worker::current_worker() else { return false };
+        self.current_own_item().is_some()
+    }
+
+    /// The item the caller runs, as `name (id)`, if the caller is a worker (or rescuer)
+    /// running an item of this workqueue.
+    fn current_own_item(&self) -> Option<String> {
+        let (pool, me) = crate::pool::worker::current_worker()?;
+        if !Arc::ptr_eq(&pool.env, &self.rt.shared().env) {
+            return None;
+        }
         let g = pool.lock();
-        let Some(cur) = &g.workers[me].current else { return false };
-        g.pwqs.get(cur.pwq as usize).is_some_and(|p| p.wq.id == self.info.id)
-            && Arc::ptr_eq(&pool.env, &self.rt.shared().env)
+        let cur = g.workers.get(me)?.current.as_ref()?;
+        let own = g.pwqs.get(cur.pwq as usize).is_some_and(|p| p.wq.id == self.info.id);
+        own.then(|| crate::work::describe(cur.name, cur.work_id))
+    }
+
+    /// Refuses a flush or drain from one of this workqueue's own items, before it enters the
+    /// flush colours: that flush would wait for the caller's own colour, which cannot complete
+    /// while the caller runs, and every later flusher would queue up behind it.
+    fn refuse_own_item(&self, op: &'static str) -> Result<(), Error> {
+        match self.current_own_item() {
+            Some(item) => Err(Error::FlushFromOwnItem { name: self.info.name.to_string(), op, item }),
+            None => Ok(()),
+        }
+    }
+
+    /// Reports a refused flush or drain through the runtime's warning path.
+    fn warn_own_item(&self, e: &Error) {
+        let items = match e {
+            Error::FlushFromOwnItem { item, .. } => vec![item.clone()],
+            _ => Vec::new(),
+        };
+        let message = e.to_string();
+        self.warn(WarningKind::FlushFromOwnItem, &items, &message);
+    }
+
+    /// Hands a warning about this workqueue to the runtime's warning handler. No lock held.
+    pub(crate) fn warn(&self, kind: WarningKind, items: &[String], message: &str) {
+        let w = Warning { kind, workqueue: &self.info.name, items, message };
+        self.rt.shared().env.config.warning_handler.emit(&w);
     }
 
     /// Steps 3-5 of the module docs. The caller owns PENDING.

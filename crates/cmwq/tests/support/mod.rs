@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod stuck;
+pub mod warnings;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -182,4 +183,14 @@ where
         }));
     }
     done
+}
+
+/// Runs `f` on a new thread and returns what it returns, or `None` if it has not returned
+/// within [`DEADLINE`] (the thread is then left behind, still blocked).
+pub fn within_deadline<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(DEADLINE).ok()
 }
