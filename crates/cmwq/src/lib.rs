@@ -66,3 +66,9 @@ pub use work::Work;
 pub use workqueue::builder::{WQ_DFL_ACTIVE, WQ_MAX_ACTIVE, WQ_NAME_LEN};
 pub use workqueue::system::{system, system_highpri, system_long, system_unbound};
 pub use workqueue::{WorkPanic, Workqueue, WorkqueueBuilder};
+
+/// The README's Rust code blocks, compiled and run by `cargo test -p cmwq --doc` so that they
+/// cannot rot (its `sh` blocks are not Rust and are skipped).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
