@@ -4,11 +4,13 @@
 //! guarantee of the flushing workqueue. Like the kernel's `WARN_ONCE`, each pair of workqueues
 //! is reported once; the number of reports is counted for tests.
 
-use crate::sync::{Arc, AtomicU64, Mutex, OnceLock, Ordering};
+use crate::sync::global::OnceLock;
+use crate::sync::{Arc, Ordering};
 use crate::workqueue::WqInfo;
 
 /// Reports so far.
-static WARNINGS: AtomicU64 = AtomicU64::new(0);
+#[allow(clippy::disallowed_types)] // Process-wide: the real atomic (crate::sync::global).
+static WARNINGS: crate::sync::global::AtomicU64 = crate::sync::global::AtomicU64::new(0);
 
 /// Number of flush-dependency warnings printed by this process (debug builds only).
 #[doc(hidden)]
@@ -34,8 +36,9 @@ pub(crate) fn check_flush_dependency(current: Option<&Arc<WqInfo>>, target: &WqI
     if !cur.flags.mem_reclaim || target.flags.mem_reclaim {
         return;
     }
-    static SEEN: OnceLock<Mutex<Vec<(u32, u32)>>> = OnceLock::new();
-    let mut seen = SEEN.get_or_init(|| Mutex::new(Vec::new())).lock();
+    #[allow(clippy::disallowed_types)] // Process-wide: the real lock (crate::sync::global).
+    static SEEN: OnceLock<crate::sync::global::Mutex<Vec<(u32, u32)>>> = OnceLock::new();
+    let mut seen = SEEN.get_or_init(Default::default).lock();
     if seen.contains(&(cur.id, target.id)) {
         return;
     }

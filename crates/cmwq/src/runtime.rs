@@ -18,7 +18,7 @@ use crate::introspect::PoolInfo;
 use crate::monitor::Monitor;
 use crate::pool::{flags, manager, WorkerPool};
 use crate::spawn::{SpawnRequest, Spawner, ThreadKind, ThreadSpawner};
-use crate::sync::OnceLock;
+use crate::sync::global::OnceLock;
 use crate::sync::{thread, Arc, AtomicBool, AtomicU32, Mutex, Ordering, Weak};
 use crate::timer::TimerService;
 use crate::workqueue::WorkqueueBuilder;

@@ -6,7 +6,7 @@
 //! make creation fail on command with [`FailingSpawner`]; the engine treats every error the
 //! same way: the work stays queued and the manager retries after the create cooldown.
 
-use crate::sync::{thread, Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::sync::{thread, Arc, AtomicUsize, Mutex, Ordering};
 use std::fmt;
 use std::io;
 
@@ -47,17 +47,14 @@ pub trait Spawner: Send + Sync + fmt::Debug + 'static {
     fn spawn(&self, req: SpawnRequest) -> io::Result<thread::JoinHandle<()>>;
 }
 
-/// The default spawner: `std::thread::Builder` with the request's name and stack size.
+/// The default spawner: `std::thread::Builder` with the request's name and stack size (through
+/// the sync facade, so that model checkers get their own threads).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ThreadSpawner;
 
 impl Spawner for ThreadSpawner {
     fn spawn(&self, req: SpawnRequest) -> io::Result<thread::JoinHandle<()>> {
-        let mut b = thread::Builder::new().name(req.name);
-        if let Some(sz) = req.stack_size {
-            b = b.stack_size(sz);
-        }
-        b.spawn(req.body)
+        crate::sync::spawn_thread(req.name, req.stack_size, req.body)
     }
 }
 
@@ -70,8 +67,10 @@ pub enum FailMode {
     Always,
     /// Allow this many more threads of the affected kinds, then fail every later one.
     After(usize),
-    /// Fail while the flag is set.
-    While(Arc<AtomicBool>),
+    /// Fail while the flag is set. The flag is std's atomic in every build (a user's switch:
+    /// its type does not change under the model checkers; crate::sync::global).
+    #[allow(clippy::disallowed_types)]
+    While(Arc<crate::sync::global::AtomicBool>),
 }
 
 /// A spawner that fails on command with `WouldBlock` (the `EAGAIN` of a real thread limit), for

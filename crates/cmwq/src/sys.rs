@@ -61,7 +61,7 @@ fn thread_cpu_clock(tid: i32) -> ClockId {
 /// inherit the mask of the thread that created them, and cmwq never narrows a non-worker's).
 fn allowed_cpus() -> &'static [usize] {
     use rustix::thread::{sched_getaffinity, CpuSet};
-    static ALLOWED: crate::sync::OnceLock<Vec<usize>> = crate::sync::OnceLock::new();
+    static ALLOWED: crate::sync::global::OnceLock<Vec<usize>> = crate::sync::global::OnceLock::new();
     ALLOWED.get_or_init(|| match sched_getaffinity(None) {
         Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
         Err(_) => Vec::new(),

@@ -4,11 +4,15 @@
 //! Entries are weak: a table entry never keeps a pool alive.
 
 use super::WorkerPool;
-use crate::sync::{Arc, Mutex, OnceLock, Weak};
+use crate::sync::global::OnceLock;
+use crate::sync::{Arc, Weak};
 
-fn table() -> &'static Mutex<Vec<Weak<WorkerPool>>> {
-    static TABLE: OnceLock<Mutex<Vec<Weak<WorkerPool>>>> = OnceLock::new();
-    TABLE.get_or_init(|| Mutex::new(Vec::new()))
+/// The table. Process-wide, so the real lock in every build (crate::sync::global): it outlives
+/// a model execution; a leaf lock, never held across a facade operation.
+#[allow(clippy::disallowed_types)]
+fn table() -> &'static crate::sync::global::Mutex<Vec<Weak<WorkerPool>>> {
+    static TABLE: OnceLock<crate::sync::global::Mutex<Vec<Weak<WorkerPool>>>> = OnceLock::new();
+    TABLE.get_or_init(Default::default)
 }
 
 /// Creates a pool with the next id and records it.

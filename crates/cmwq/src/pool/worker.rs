@@ -24,9 +24,9 @@ use crate::work::Work;
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-thread_local! {
+crate::sync::thread_local! {
     /// The pool and worker id of the worker running on this thread, if it is one.
-    static CURRENT: RefCell<Option<(Arc<WorkerPool>, usize)>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<(Arc<WorkerPool>, usize)>> = RefCell::new(None);
 }
 
 /// The name warnings give a closure run by `Workqueue::spawn` (it has no `Work`).

@@ -45,7 +45,7 @@ pub(crate) fn grab_pending(work: &Work, timer: Option<&dyn TimerSteal>) -> Grabb
         if steal_queued(work) {
             return Grabbed::Pending;
         }
-        std::thread::yield_now();
+        crate::sync::thread::yield_now();
     }
 }
 

@@ -105,7 +105,7 @@ impl DelayedTimer {
                 Some(_) => {
                     // Firing: the callback will take the record and queue the item.
                     drop(l);
-                    std::thread::yield_now();
+                    crate::sync::thread::yield_now();
                 }
                 None => {
                     drop(l);
@@ -129,7 +129,7 @@ fn wait_not_in_transit(work: &Work) {
         if !s.is_pending() || s.is_queued() {
             return;
         }
-        std::thread::yield_now();
+        crate::sync::thread::yield_now();
     }
 }
 

@@ -3,7 +3,7 @@
 //! destroyed.
 
 use super::Workqueue;
-use crate::sync::OnceLock;
+use crate::sync::global::OnceLock;
 
 fn system_wq(cell: &'static OnceLock<Workqueue>, f: fn() -> Workqueue) -> Workqueue {
     cell.get_or_init(f).clone()
