@@ -8,7 +8,7 @@ use cmwq::{DelayedWork, ManualClock, Runtime, Work, Workqueue};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::wait_for;
+use support::{wait_for, within_deadline};
 
 fn setup() -> (ManualClock, Runtime, Workqueue) {
     let clock = ManualClock::new();
@@ -177,4 +177,33 @@ fn cancel_races_timer_expiry() {
     }
     wq.flush();
     assert_eq!(ran.load(Ordering::SeqCst) + cancelled, 4 * items.len());
+}
+
+/// Bug 1 of issue 9: destroying a workqueue while the timer of a delayed item armed for it
+/// fires. The timer callback forgot the arming after queueing the item without waking the
+/// destroyer, so a destroyer that had already consumed the item's completion waited forever.
+/// Real clock, delays of 0 to 1 ms, so that the timer fires while `destroy` runs.
+#[test]
+fn destroy_racing_a_firing_timer_does_not_hang() {
+    const ITERATIONS: u32 = 20000;
+    let rt = Runtime::builder().cpus(2).build();
+    within_deadline("destroy racing a timer", move || {
+        let n = Arc::new(AtomicUsize::new(0));
+        let d = counted(&n);
+        for i in 0..ITERATIONS {
+            let wq = if i % 2 == 0 { rt.workqueue("dr").build() } else { rt.workqueue("dr").unbound().build() };
+            let wq = wq.unwrap();
+            // 0, 1 ms, and sub-millisecond delays around the time a queue_delayed plus a destroy
+            // take, so that the timer fires before, during and after the destroy.
+            let delay = match i % 16 {
+                0 => Duration::ZERO,
+                1 => Duration::from_millis(1),
+                k => Duration::from_micros(u64::from(k) * 5),
+            };
+            assert!(wq.queue_delayed(&d, delay), "iteration {i}: the item was still pending");
+            drop(wq);
+            assert!(!d.is_pending(), "iteration {i}: destroy returned with the item pending");
+            assert_eq!(n.load(Ordering::SeqCst), i as usize + 1, "iteration {i}: destroy lost the item");
+        }
+    });
 }

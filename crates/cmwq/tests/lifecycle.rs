@@ -9,7 +9,7 @@ use cmwq::{Error, Runtime, Work, Workqueue};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{spawn_counted, wait_for, Latch};
+use support::{spawn_counted, wait_for, within_deadline, Latch};
 
 fn counter_work(n: &Arc<AtomicUsize>) -> Work {
     let n = n.clone();
@@ -584,6 +584,33 @@ fn destroy_refuses_outsiders_and_waits() {
     wq.destroy();
     assert_eq!(n.load(Ordering::SeqCst), 10);
     assert!(matches!(wq.try_queue(&Work::new(|_| {})), Err(Error::Destroyed { .. })));
+}
+
+/// Two threads destroying the same workqueue at once both return (`destroy` is idempotent).
+/// Both wait on the workqueue's one `drained` sleeper, whose notification the first to wake
+/// consumes: without the hand-on wake of a destroyer that leaves, the other waited forever.
+#[test]
+fn concurrent_destroyers_both_return() {
+    let rt = Runtime::builder().cpus(1).build();
+    within_deadline("two destroyers", move || {
+        for round in 0..20 {
+            let wq = rt.workqueue("destroy2").unbound().build().unwrap();
+            let gate = plug(&wq);
+            let destroyers: Vec<_> = (0..2)
+                .map(|_| {
+                    let wq = wq.clone();
+                    std::thread::spawn(move || wq.destroy())
+                })
+                .collect();
+            // Let both reach their wait; if one is late the round proves less, never wrongly.
+            std::thread::sleep(Duration::from_millis(5));
+            gate.open();
+            for d in destroyers {
+                wait_for(&format!("round {round}: a destroyer to return"), || d.is_finished());
+                d.join().unwrap();
+            }
+        }
+    });
 }
 
 /// Dropping the last handle of a workqueue from one of its own items does not deadlock.

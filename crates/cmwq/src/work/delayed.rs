@@ -89,8 +89,7 @@ impl DelayedTimer {
         };
         // Queue before forgetting, so a destroyer sees it armed or in flight, never neither.
         armed.wq.enqueue(armed.cpu, work.clone());
-        // Bound, so the removed handles drop after the lock (a drop may run user destructors).
-        let _removed = armed.wq.armed.lock().remove(&self.key());
+        armed.wq.forget_armed(self.key());
     }
 
     /// Fires an armed timer now (`flush_delayed_work`, destroy): if it can be cancelled,
@@ -115,8 +114,7 @@ impl DelayedTimer {
             }
         };
         armed.wq.enqueue(armed.cpu, work.clone());
-        // Bound, so the removed handles drop after the lock (a drop may run user destructors).
-        let _removed = armed.wq.armed.lock().remove(&self.key());
+        armed.wq.forget_armed(self.key());
         true
     }
 }
@@ -143,10 +141,7 @@ impl TimerSteal for Arc<DelayedTimer> {
                 _ => return false,
             }
         };
-        // Bound, so the removed handles drop after the lock (a drop may run user destructors).
-        let _removed = armed.wq.armed.lock().remove(&self.key());
-        // Wake a destroyer that may wait for this arming.
-        armed.wq.info.drained.notify();
+        armed.wq.forget_armed(self.key());
         true
     }
 }

@@ -109,6 +109,15 @@ impl fmt::Debug for WqInfo {
 impl WqInfo {
     /// One of this workqueue's pwqs has nothing in flight any more. Pool lock held.
     pub(crate) fn pwq_drained(&self) {
+        self.wake_destroyer();
+    }
+
+    /// Something a destroyer waits for went away (an item in flight, an armed timer): wake it.
+    /// Called after the change, under the lock that guards it (the pool lock, the `armed`
+    /// lock) or after releasing it: a destroyer that checked before the change sees
+    /// `destroying` set here (it stored it before taking that lock), so it is woken; one that
+    /// checks after sees the change.
+    pub(crate) fn wake_destroyer(&self) {
         if self.destroying.load(Ordering::Acquire) {
             self.drained.notify();
         }
@@ -580,12 +589,27 @@ impl WqShared {
             }
             clock.wait_until(&self.info.drained, None);
         }
+        // Another destroyer may wait on the same sleeper, whose notification this one may have
+        // consumed: hand the wake-up on (a spurious one costs a re-check).
+        self.info.drained.notify();
         // Drained: nothing can call for help any more; the rescuer empties its mayday list,
         // drops every reference, and exits.
         if let Some(r) = &self.info.rescuer {
             r.stop();
         }
         true
+    }
+
+    /// Forgets the arming of the delayed item whose timer is `key` (`DelayedTimer::key`): its
+    /// timer fired, was fired early, or was cancelled. Every removal from `armed` goes through
+    /// here, so that a destroyer waiting for the map to empty is always woken (issue 9, bug 1:
+    /// a removal that woke nobody, after the item's completion had already been consumed, left
+    /// the destroyer waiting forever).
+    pub(crate) fn forget_armed(&self, key: usize) {
+        let removed = self.armed.lock().remove(&key);
+        self.info.wake_destroyer();
+        // The removed handles drop after the lock: a drop may run user destructors.
+        drop(removed);
     }
 
     /// Queues every delayed item armed for this workqueue now (`flush_delayed_work`'s first
