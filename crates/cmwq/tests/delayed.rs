@@ -187,7 +187,7 @@ fn cancel_races_timer_expiry() {
 fn destroy_racing_a_firing_timer_does_not_hang() {
     const ITERATIONS: u32 = 20000;
     let rt = Runtime::builder().cpus(2).build();
-    within_deadline("destroy racing a timer", move || {
+    let finished = within_deadline(move || {
         let n = Arc::new(AtomicUsize::new(0));
         let d = counted(&n);
         for i in 0..ITERATIONS {
@@ -206,4 +206,5 @@ fn destroy_racing_a_firing_timer_does_not_hang() {
             assert_eq!(n.load(Ordering::SeqCst), i as usize + 1, "iteration {i}: destroy lost the item");
         }
     });
+    assert!(finished.is_some(), "destroy racing a timer: hung (or panicked: see above)");
 }

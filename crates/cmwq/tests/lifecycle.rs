@@ -592,7 +592,7 @@ fn destroy_refuses_outsiders_and_waits() {
 #[test]
 fn concurrent_destroyers_both_return() {
     let rt = Runtime::builder().cpus(1).build();
-    within_deadline("two destroyers", move || {
+    let finished = within_deadline(move || {
         for round in 0..20 {
             let wq = rt.workqueue("destroy2").unbound().build().unwrap();
             let gate = plug(&wq);
@@ -611,6 +611,7 @@ fn concurrent_destroyers_both_return() {
             }
         }
     });
+    assert!(finished.is_some(), "two destroyers: hung (or panicked: see above)");
 }
 
 /// Dropping the last handle of a workqueue from one of its own items does not deadlock.

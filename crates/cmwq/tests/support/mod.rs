@@ -26,23 +26,6 @@ pub fn wait_for_within(what: &str, within: Duration, f: impl Fn() -> bool) {
     }
 }
 
-/// Runs `f` on a thread of its own and fails if it has not finished within [`DEADLINE`]: a
-/// hang fails the test instead of blocking the suite (the hung thread is left behind).
-pub fn within_deadline(what: &str, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        // Finished: the thread only has to exit.
-        Ok(()) => t.join().unwrap(),
-        // The thread panicked (dropping the sender): report its panic.
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::panic::resume_unwind(t.join().unwrap_err()),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still running after {:?}", DEADLINE),
-    }
-}
-
 /// A one-shot gate: `wait` blocks (in a condvar, state S) until `open`.
 #[derive(Default, Clone)]
 pub struct Latch(Arc<(Mutex<bool>, Condvar)>);
