@@ -208,3 +208,49 @@ fn destroy_racing_a_firing_timer_does_not_hang() {
     });
     assert!(finished.is_some(), "destroy racing a timer: hung (or panicked: see above)");
 }
+
+/// Bug 2 of issue 9: `DelayedWork::flush` must return `true` whenever the item was armed,
+/// queued or running at the call. It fired the timer (queueing the item) and then returned
+/// what `Work::flush` found: `false` if a worker had run the item meanwhile. Every other
+/// iteration a thread advances the clock so that the timer fires during the flush (the callback
+/// holds the item in transit); the item may then also have finished before the call, which a
+/// shared sequence tells apart: `false` is right only if the item's run ended before the call.
+#[test]
+fn flush_of_an_armed_item_always_reports_it_waited() {
+    const ITERATIONS: usize = 2000;
+    let clock = ManualClock::new();
+    let rt = Runtime::builder().cpus(2).clock(&clock).build();
+    let wq = rt.workqueue("flushrace").unbound().build().unwrap();
+    let seq = Arc::new(AtomicUsize::new(0));
+    let ended_at = Arc::new(AtomicUsize::new(0));
+    let d = {
+        let (seq, ended_at) = (seq.clone(), ended_at.clone());
+        DelayedWork::new(move |_: &Work| ended_at.store(seq.fetch_add(1, Ordering::SeqCst), Ordering::SeqCst))
+    };
+    let mut raced = 0;
+    for i in 0..ITERATIONS {
+        assert!(wq.queue_delayed(&d, Duration::from_millis(1)), "iteration {i}: still pending");
+        let advancer = (i % 2 == 1).then(|| {
+            let c = clock.clone();
+            std::thread::spawn(move || c.advance(Duration::from_millis(1)))
+        });
+        let called_at = seq.fetch_add(1, Ordering::SeqCst);
+        let waited = d.flush();
+        let ended = ended_at.load(Ordering::SeqCst);
+        assert!(ended > called_at || advancer.is_some(), "iteration {i}: the item ran before its timer was due");
+        if !waited {
+            assert!(
+                ended < called_at,
+                "iteration {i}: flush said it did not wait, but the item was pending at the call"
+            );
+            raced += 1;
+        }
+        if let Some(a) = advancer {
+            wait_for("the clock advance", || a.is_finished());
+            a.join().unwrap();
+        }
+        assert!(!d.is_pending(), "iteration {i}: pending after the flush");
+    }
+    eprintln!("{raced} of {} raced iterations ran before the flush", ITERATIONS / 2);
+    assert!(!d.flush(), "idle");
+}

@@ -188,10 +188,17 @@ impl DelayedWork {
     }
 
     /// Fires a pending timer now, then waits for the item (`flush_delayed_work`). Returns
-    /// whether it waited.
+    /// whether it waited: `true` whenever the item was armed, queued or running at the call,
+    /// even if a worker ran it to the end before this call's `Work::flush` looked for it.
     pub fn flush(&self) -> bool {
+        // PENDING covers armed, in transit (a firing timer callback holds it) and queued; a
+        // pending instance is queued by us or by its owner before `fire_now` returns, so the
+        // flush below waits for it or finds it already run. Either way this call waited for
+        // it (issue 9, bug 2). "Running" is decided by `Work::flush` itself.
+        let was_pending = self.work.is_pending();
         self.timer.fire_now(&self.work);
-        self.work.flush()
+        let waited = self.work.flush();
+        waited || was_pending
     }
 
     /// Cancels an armed timer or a queued instance (`cancel_delayed_work`). Returns whether the
