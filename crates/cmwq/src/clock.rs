@@ -6,10 +6,32 @@
 //! clock that is a timed condvar wait; on a manual clock it is an untimed wait that `advance`
 //! interrupts, so timers, cooldowns and monitor ticks fire exactly when the test moves time and
 //! never because the machine was slow.
+//!
+//! Every deadline is computed here ([`Clock::deadline_in`], [`add_saturating`]): any
+//! `Duration` is accepted, and delays beyond [`MAX_DELAY`] are clamped to it, as the kernel
+//! clamps them, so no `Instant + Duration` in cmwq can overflow and panic.
 
 use crate::sync::{Arc, Condvar, Mutex, Weak};
 use std::fmt;
 use std::time::{Duration, Instant};
+
+/// The longest delay cmwq waits for; longer ones (up to `Duration::MAX`) are clamped to it.
+/// It is the kernel's `MAX_JIFFY_OFFSET` (`(LONG_MAX >> 1) - 1` jiffies, the value
+/// `msecs_to_jiffies` clamps every delay to) at HZ=1000, as a `Duration`: about 146 million
+/// years, "never" in practice, and small enough to add to any `Instant` the clock returns.
+pub const MAX_DELAY: Duration = Duration::from_millis(((i64::MAX >> 1) - 1) as u64);
+
+/// `t + d`, with `d` clamped to [`MAX_DELAY`] and, should the platform's `Instant` still not
+/// reach that far, to the furthest instant it can (halving until the sum fits). Never panics.
+pub(crate) fn add_saturating(t: Instant, d: Duration) -> Instant {
+    let mut d = d.min(MAX_DELAY);
+    loop {
+        if let Some(at) = t.checked_add(d) {
+            return at;
+        }
+        d /= 2;
+    }
+}
 
 /// A monotonic clock: real, or driven by hand in tests. Cheap to clone.
 #[derive(Clone)]
@@ -47,8 +69,13 @@ impl Clock {
         match &*self.inner {
             #[allow(clippy::disallowed_methods)] // The one place the real clock is read.
             ClockInner::Real => Instant::now(),
-            ClockInner::Manual(m) => m.base + m.locked.lock().offset,
+            ClockInner::Manual(m) => add_saturating(m.base, m.locked.lock().offset),
         }
+    }
+
+    /// The instant `d` from now on this clock, saturating (see [`add_saturating`]).
+    pub(crate) fn deadline_in(&self, d: Duration) -> Instant {
+        add_saturating(self.now(), d)
     }
 
     /// Whether this is a manual clock.
@@ -141,12 +168,13 @@ impl ManualClock {
     }
 
     /// Moves the clock forward by `d` and wakes every thread waiting on it, so that timers due
-    /// by the new time fire.
+    /// by the new time fire. Any `Duration` is accepted: the clock stops [`MAX_DELAY`] after
+    /// its start.
     pub fn advance(&self, d: Duration) {
         let ClockInner::Manual(m) = &*self.clock.inner else { unreachable!() };
         let sleepers: Vec<Arc<Sleeper>> = {
             let mut ml = m.locked.lock();
-            ml.offset += d;
+            ml.offset = ml.offset.saturating_add(d).min(MAX_DELAY);
             ml.sleepers.retain(|w| w.strong_count() > 0);
             ml.sleepers.iter().filter_map(Weak::upgrade).collect()
         };

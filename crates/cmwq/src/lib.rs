@@ -47,7 +47,7 @@ mod work;
 mod worklist;
 mod workqueue;
 
-pub use clock::{Clock, ManualClock};
+pub use clock::{Clock, ManualClock, MAX_DELAY};
 #[doc(hidden)]
 pub use debug::flush_dependency_warnings;
 pub use error::Error;

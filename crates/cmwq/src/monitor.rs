@@ -130,7 +130,8 @@ impl Monitor {
                 } else {
                     quiet += 1;
                     if quiet >= QUIET_TICKS {
-                        fast = (fast * 2).min(cfg.cm_tick).min(cfg.cm_min_tick * FAST_TICK_CAP);
+                        fast =
+                            fast.saturating_mul(2).min(cfg.cm_tick).min(cfg.cm_min_tick.saturating_mul(FAST_TICK_CAP));
                     }
                 }
                 Some(fast)
@@ -146,7 +147,7 @@ impl Monitor {
                 // item's path would double its latency).
                 idle_polls += 1;
                 self.mode.store(IDLE_POLL, Ordering::SeqCst);
-                Some(cfg.cm_tick * IDLE_POLL_TICKS)
+                Some(cfg.cm_tick.saturating_mul(IDLE_POLL_TICKS))
             } else {
                 self.mode.store(PARKED, Ordering::SeqCst);
                 // Re-check after publishing PARKED: a worker that became busy before seeing
@@ -162,7 +163,7 @@ impl Monitor {
                     None
                 }
             };
-            let deadline = interval.map(|d| clock.now() + d);
+            let deadline = interval.map(|d| clock.deadline_in(d));
             clock.wait_until(&self.sleeper, deadline);
         }
     }

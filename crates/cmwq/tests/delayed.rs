@@ -209,12 +209,13 @@ fn destroy_racing_a_firing_timer_does_not_hang() {
     assert!(finished.is_some(), "destroy racing a timer: hung (or panicked: see above)");
 }
 
-/// Bug 2 of issue 9: `DelayedWork::flush` must return `true` whenever the item was armed,
-/// queued or running at the call. It fired the timer (queueing the item) and then returned
-/// what `Work::flush` found: `false` if a worker had run the item meanwhile. Every other
-/// iteration a thread advances the clock so that the timer fires during the flush (the callback
-/// holds the item in transit); the item may then also have finished before the call, which a
-/// shared sequence tells apart: `false` is right only if the item's run ended before the call.
+/// Bug 2 of issue 9: `DelayedWork::flush` must return `true` whenever the item was pending
+/// (armed, in transit or queued) at the call. It fired the timer (queueing the item) and then
+/// returned what `Work::flush` found: `false` if a worker had run the item meanwhile. Every
+/// other iteration a thread advances the clock so that the timer fires during the flush (the
+/// callback holds the item in transit); the item may then also have started before the call,
+/// which a shared sequence tells apart: `false` is right only for a run that started before
+/// the call (one that is still running is `Work::flush`'s to find, at its own moment).
 #[test]
 fn flush_of_an_armed_item_always_reports_it_waited() {
     const ITERATIONS: usize = 2000;
@@ -222,10 +223,10 @@ fn flush_of_an_armed_item_always_reports_it_waited() {
     let rt = Runtime::builder().cpus(2).clock(&clock).build();
     let wq = rt.workqueue("flushrace").unbound().build().unwrap();
     let seq = Arc::new(AtomicUsize::new(0));
-    let ended_at = Arc::new(AtomicUsize::new(0));
+    let started_at = Arc::new(AtomicUsize::new(0));
     let d = {
-        let (seq, ended_at) = (seq.clone(), ended_at.clone());
-        DelayedWork::new(move |_: &Work| ended_at.store(seq.fetch_add(1, Ordering::SeqCst), Ordering::SeqCst))
+        let (seq, started_at) = (seq.clone(), started_at.clone());
+        DelayedWork::new(move |_: &Work| started_at.store(seq.fetch_add(1, Ordering::SeqCst), Ordering::SeqCst))
     };
     let mut raced = 0;
     for i in 0..ITERATIONS {
@@ -236,11 +237,11 @@ fn flush_of_an_armed_item_always_reports_it_waited() {
         });
         let called_at = seq.fetch_add(1, Ordering::SeqCst);
         let waited = d.flush();
-        let ended = ended_at.load(Ordering::SeqCst);
-        assert!(ended > called_at || advancer.is_some(), "iteration {i}: the item ran before its timer was due");
+        let started = started_at.load(Ordering::SeqCst);
+        assert!(started > called_at || advancer.is_some(), "iteration {i}: the item ran before its timer was due");
         if !waited {
             assert!(
-                ended < called_at,
+                started < called_at,
                 "iteration {i}: flush said it did not wait, but the item was pending at the call"
             );
             raced += 1;
@@ -251,6 +252,105 @@ fn flush_of_an_armed_item_always_reports_it_waited() {
         }
         assert!(!d.is_pending(), "iteration {i}: pending after the flush");
     }
-    eprintln!("{raced} of {} raced iterations ran before the flush", ITERATIONS / 2);
+    eprintln!("{raced} of {} raced iterations had started before the flush", ITERATIONS / 2);
     assert!(!d.flush(), "idle");
+}
+
+/// Bug 4 of issue 9: any `Duration` is accepted. `queue_delayed(&d, Duration::MAX)` panicked
+/// in the caller (adding to an `Instant`) after claiming PENDING, leaving the item pending
+/// with no owner; `mod_delayed(&d, ZERO)` then spun forever. Now the deadline saturates at
+/// `MAX_DELAY`: the item is armed, and cancel, mod_delayed and flush treat it as any other.
+#[test]
+fn any_delay_is_accepted() {
+    let (clock, rt, wq) = setup();
+    let finished = support::within_deadline(move || {
+        let n = Arc::new(AtomicUsize::new(0));
+        let d = counted(&n);
+        assert!(wq.queue_delayed(&d, Duration::MAX));
+        assert!(d.is_pending(), "armed");
+        assert!(!wq.queue_delayed(&d, Duration::MAX), "already pending");
+        assert!(d.cancel(), "cancel of the armed item");
+        assert!(!d.is_pending());
+
+        assert!(wq.queue_delayed(&d, Duration::MAX));
+        assert!(wq.mod_delayed(&d, Duration::ZERO), "mod_delayed of the armed item: it was pending");
+        wait_for("the run queued by mod_delayed", || n.load(Ordering::SeqCst) == 1);
+
+        assert!(wq.queue_delayed_on(0, &d, Duration::MAX));
+        assert!(d.flush(), "flush fires the armed timer and waits");
+        assert_eq!(n.load(Ordering::SeqCst), 2);
+
+        assert!(!wq.mod_delayed(&d, Duration::MAX), "idle: false, and now armed");
+        assert!(wq.mod_delayed(&d, Duration::MAX - Duration::from_nanos(1)));
+        assert!(d.cancel_sync());
+
+        // A timer armed for 1 ms still fires when the clock jumps by any amount; the clock
+        // saturates instead of overflowing.
+        assert!(wq.queue_delayed(&d, Duration::from_millis(1)));
+        clock.advance(Duration::MAX);
+        clock.advance(Duration::MAX);
+        wait_for("the timer after a jump of Duration::MAX", || n.load(Ordering::SeqCst) == 3);
+        assert_eq!(clock.now(), clock.now(), "a saturated clock stands still");
+        assert!(wq.queue_delayed(&d, Duration::ZERO));
+        wait_for("an item queued at once on a saturated clock", || n.load(Ordering::SeqCst) == 4);
+        assert!(wq.queue_delayed(&d, Duration::MAX));
+        drop(wq); // destroy fires the armed timer now
+        assert_eq!(n.load(Ordering::SeqCst), 5);
+        drop(rt);
+    });
+    assert!(finished.is_some(), "a call hung (or panicked: see above)");
+}
+
+/// Bug 4 of issue 9, the runtime's knobs: every duration knob at `Duration::MAX` on the real
+/// clock. The monitor multiplied and added its ticks, the manager and the workers added the
+/// cooldown, mayday and idle timeouts to `Instant`s: each overflow killed a service thread or
+/// a worker. A burst of blocking items makes the unbound pool create workers (mayday timer,
+/// then surplus idle workers: the idle timer) and the monitor tick; no thread may die.
+#[test]
+fn duration_knobs_at_max_kill_no_thread() {
+    let spawner = support::CountingSpawner::new();
+    let rt = Runtime::builder()
+        .cpus(2)
+        .spawner(spawner.clone())
+        .idle_timeout(Duration::MAX)
+        .create_cooldown(Duration::MAX)
+        .cpu_intensive_thresh(Duration::MAX)
+        .cm_tick(Duration::MAX, Duration::MAX)
+        .mayday_timeouts(Duration::MAX, Duration::MAX)
+        .build();
+    let unbound = rt.workqueue("knobs-u").unbound().max_active(8).build().unwrap();
+    let percpu = rt.workqueue("knobs").mem_reclaim().build().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    for round in 0..3 {
+        for _ in 0..8 {
+            let n1 = n.clone();
+            assert!(unbound.spawn(move || {
+                std::thread::sleep(Duration::from_millis(2));
+                n1.fetch_add(1, Ordering::SeqCst);
+            }));
+            let n2 = n.clone();
+            assert!(percpu.spawn(move || {
+                cmwq::blocking(|| std::thread::sleep(Duration::from_millis(1)));
+                n2.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        wait_for(&format!("round {round}"), || n.load(Ordering::SeqCst) == 16 * (round + 1));
+        assert_eq!(spawner.died(), 0, "round {round}: a thread of the runtime panicked");
+    }
+    // The timer thread waits on the real clock for a deadline MAX_DELAY away, and still fires
+    // a timer armed later for 1 ms.
+    let far = counted(&n);
+    assert!(unbound.queue_delayed(&far, Duration::MAX));
+    std::thread::sleep(Duration::from_millis(5));
+    let near = counted(&n);
+    assert!(percpu.queue_delayed(&near, Duration::from_millis(1)));
+    wait_for("the 1 ms timer", || n.load(Ordering::SeqCst) == 49);
+    assert!(far.cancel());
+    // Idle again: the monitor goes through its idle polls (cm_tick times a count).
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(spawner.died(), 0, "a thread of the runtime panicked");
+    drop((unbound, percpu));
+    drop(rt);
+    wait_for("every thread of the runtime to exit", || spawner.live() == 0);
+    assert_eq!(spawner.died(), 0, "a thread of the runtime panicked");
 }

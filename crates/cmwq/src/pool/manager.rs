@@ -13,6 +13,7 @@
 //!   `too_many_workers` allows.
 
 use super::{flags, PoolGuard, WorkerPool, WorkerRec};
+use crate::clock::add_saturating;
 use crate::spawn::{SpawnRequest, ThreadKind};
 use crate::sync::{Arc, Parker};
 use std::io;
@@ -107,7 +108,7 @@ pub(crate) fn manage_workers<'a>(pool: &'a Arc<WorkerPool>, mut g: PoolGuard<'a>
     g.manager_active = true;
     loop {
         // Call for help if creating a worker takes long (`maybe_create_worker`).
-        let at = pool.env.clock.now() + pool.env.config.mayday_initial_timeout;
+        let at = pool.env.clock.deadline_in(pool.env.config.mayday_initial_timeout);
         pool.arm_mayday_timer(&mut g, at);
         drop(g);
         let mut created = 0;
@@ -125,7 +126,7 @@ pub(crate) fn manage_workers<'a>(pool: &'a Arc<WorkerPool>, mut g: PoolGuard<'a>
             if !still_needed(pool) {
                 break;
             }
-            let deadline = pool.env.clock.now() + pool.env.config.create_cooldown;
+            let deadline = pool.env.clock.deadline_in(pool.env.config.create_cooldown);
             pool.env.clock.wait_until(&pool.cooldown, Some(deadline));
             if !still_needed(pool) {
                 break;
@@ -167,7 +168,7 @@ pub(crate) fn create_without_manager(pool: &Arc<WorkerPool>, g: &mut super::Pool
     // Nobody manages a pool without workers, so arm its mayday timer here: rescuers must
     // still be called if creation keeps failing.
     if g.mayday_timer.is_none() {
-        pool.arm_mayday_timer(g, now + pool.env.config.mayday_initial_timeout);
+        pool.arm_mayday_timer(g, add_saturating(now, pool.env.config.mayday_initial_timeout));
     }
 }
 
@@ -195,7 +196,7 @@ fn create_timer_fn(pool: &Arc<WorkerPool>) {
         if !g.create_timer_armed && !g.dying && g.nr_workers == 0 {
             g.create_timer_armed = true;
             drop(g);
-            arm_create_timer(pool, pool.env.clock.now() + pool.env.config.create_cooldown);
+            arm_create_timer(pool, pool.env.clock.deadline_in(pool.env.config.create_cooldown));
         }
     }
 }
@@ -220,7 +221,7 @@ fn idle_timer_fn(pool: &Arc<WorkerPool>) {
     g.idle_timer_armed = false;
     while g.too_many_workers() && !g.dying {
         let oldest = g.idle_list[0];
-        let expires = g.workers[oldest].last_active + timeout;
+        let expires = add_saturating(g.workers[oldest].last_active, timeout);
         if now < expires {
             g.idle_timer_armed = true;
             drop(g);

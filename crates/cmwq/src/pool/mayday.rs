@@ -90,7 +90,7 @@ impl WorkerPool {
         if !need && !g.manager_active {
             return;
         }
-        let at = self.env.clock.now() + self.env.config.mayday_interval;
+        let at = self.env.clock.deadline_in(self.env.config.mayday_interval);
         let weak = Arc::downgrade(self);
         let id = self.env.timers.arm(at, move || {
             if let Some(pool) = weak.upgrade() {

@@ -230,7 +230,7 @@ impl WorkerPool {
         g.idle_list.push(me);
         if g.too_many_workers() && !g.idle_timer_armed {
             g.idle_timer_armed = true;
-            super::manager::arm_idle_timer(self, now + self.env.config.idle_timeout);
+            super::manager::arm_idle_timer(self, crate::clock::add_saturating(now, self.env.config.idle_timeout));
         }
     }
 

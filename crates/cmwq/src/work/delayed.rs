@@ -15,6 +15,7 @@
 //! leaves the record to the callback and retries (the item is "in transit" for that moment).
 
 use super::cancel::{self, TimerSteal};
+use super::state::WorkState;
 use super::Work;
 use crate::error::Error;
 use crate::sync::{Arc, Mutex};
@@ -63,10 +64,12 @@ impl DelayedTimer {
         Arc::as_ptr(self) as usize
     }
 
-    /// Arms the timer to queue `work` on `wq` after `delay`. The caller owns PENDING.
+    /// Arms the timer to queue `work` on `wq` after `delay` (any `Duration`: the deadline
+    /// saturates at [`crate::MAX_DELAY`]). The caller owns PENDING. The deadline and the
+    /// check come before any shared state changes, so a panic cannot leave a half arming.
     fn arm(self: &Arc<Self>, work: &Work, wq: &Arc<WqShared>, cpu: Option<usize>, delay: Duration) {
         let env = &wq.rt.shared().env;
-        let due = env.clock.now() + delay;
+        let due = env.clock.deadline_in(delay);
         let mut l = self.locked.lock();
         assert!(l.armed.is_none(), "arming an armed delayed item");
         let gen = l.next_gen;
@@ -188,8 +191,9 @@ impl DelayedWork {
     }
 
     /// Fires a pending timer now, then waits for the item (`flush_delayed_work`). Returns
-    /// whether it waited: `true` whenever the item was armed, queued or running at the call,
-    /// even if a worker ran it to the end before this call's `Work::flush` looked for it.
+    /// whether it waited: `true` whenever the item was armed, queued or in transit at the call
+    /// (even if a worker ran it to the end before this call's `Work::flush` looked for it), or
+    /// still running when `Work::flush` looked; `false` only for an idle item.
     pub fn flush(&self) -> bool {
         // PENDING covers armed, in transit (a firing timer callback holds it) and queued; a
         // pending instance is queued by us or by its owner before `fire_now` returns, so the
@@ -226,7 +230,9 @@ impl DelayedWork {
 
 impl Workqueue {
     /// Queues `d` after `delay` (`queue_delayed_work`); a zero delay queues at once. Returns
-    /// `false` if it was already pending (armed or queued) or disabled.
+    /// `false` if it was already pending (armed or queued) or disabled. Any `delay` is
+    /// accepted: one beyond [`crate::MAX_DELAY`] (about 146 million years) is clamped to it, as
+    /// the kernel clamps delays to `MAX_JIFFY_OFFSET`.
     pub fn queue_delayed(&self, d: &DelayedWork, delay: Duration) -> bool {
         self.try_queue_delayed_on(None, d, delay).unwrap_or_else(|e| warn(&e))
     }
@@ -240,19 +246,12 @@ impl Workqueue {
     pub fn try_queue_delayed_on(&self, cpu: Option<usize>, d: &DelayedWork, delay: Duration) -> Result<bool, Error> {
         let wq = self.shared();
         wq.check_cpu(cpu)?;
-        let state = d.work.state();
-        if !state.try_claim_pending() {
+        let Some(claim) = Claim::take(d.work.state()) else { return Ok(false) };
+        if claim.0.load().disable_depth() > 0 {
             return Ok(false);
         }
-        if state.load().disable_depth() > 0 {
-            state.release_claim();
-            return Ok(false);
-        }
-        if let Err(e) = wq.check_accepting() {
-            state.release_claim();
-            return Err(e);
-        }
-        queue_owned(wq, cpu, d, delay);
+        wq.check_accepting()?;
+        queue_owned(claim, wq, cpu, d, delay);
         Ok(true)
     }
 
@@ -278,23 +277,53 @@ impl Workqueue {
         wq.check_cpu(cpu)?;
         wq.check_accepting()?;
         let was_pending = cancel::grab_pending(&d.work, Some(&d.timer)) == cancel::Grabbed::Pending;
-        let state = d.work.state();
-        if state.load().disable_depth() > 0 {
-            state.release_claim();
+        let claim = Claim(d.work.state());
+        if claim.0.load().disable_depth() > 0 {
             return if was_pending { Ok(true) } else { Err(Error::Disabled) };
         }
-        queue_owned(wq, cpu, d, delay);
+        queue_owned(claim, wq, cpu, d, delay);
         Ok(was_pending)
     }
 }
 
-/// Queues or arms `d`, whose PENDING the caller owns (`__queue_delayed_work`).
-fn queue_owned(wq: &Arc<WqShared>, cpu: Option<usize>, d: &DelayedWork, delay: Duration) {
+/// A claimed PENDING not yet handed to a list or a timer. Dropped, it releases the claim: on
+/// every refusal, and on an unwind before the hand-off, so that PENDING is never left owned
+/// by nobody (issue 9, bug 4: a panic there left the item pending forever, and every later
+/// `mod_delayed` or `cancel` waited for a hand-off that would never come).
+struct Claim<'a>(&'a WorkState);
+
+impl<'a> Claim<'a> {
+    /// Claims PENDING of an idle item; `None` if it is already pending.
+    fn take(state: &'a WorkState) -> Option<Claim<'a>> {
+        // Not `then_some`: a `Claim` built for a failed claim would release PENDING on drop.
+        if state.try_claim_pending() {
+            Some(Claim(state))
+        } else {
+            None
+        }
+    }
+
+    /// PENDING now belongs to the list or timer it was handed to.
+    fn handed_off(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0.release_claim();
+    }
+}
+
+/// Queues or arms `d`, whose PENDING the caller has claimed (`__queue_delayed_work`). Nothing
+/// before the hand-off can panic (the deadline saturates), and `claim` covers it anyway.
+fn queue_owned(claim: Claim<'_>, wq: &Arc<WqShared>, cpu: Option<usize>, d: &DelayedWork, delay: Duration) {
     if delay.is_zero() {
         wq.enqueue(cpu, d.work.clone());
     } else {
         d.timer.arm(&d.work, wq, cpu, delay);
     }
+    claim.handed_off();
 }
 
 /// The kernel's return value of `mod_delayed_work_on`: a disabled item is a quiet `false`.

@@ -194,3 +194,67 @@ pub fn within_deadline<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static
     });
     rx.recv_timeout(DEADLINE).ok()
 }
+
+/// A spawner that makes real threads ([`cmwq::ThreadSpawner`]) and counts those still alive
+/// and those whose body unwound (a panic killed the thread). Give the runtime a clone; clones
+/// share the counts.
+#[derive(Debug, Default, Clone)]
+pub struct CountingSpawner(Arc<ThreadCounts>);
+
+#[derive(Debug, Default)]
+struct ThreadCounts {
+    live: AtomicUsize,
+    died: AtomicUsize,
+    spawned: AtomicUsize,
+}
+
+impl CountingSpawner {
+    pub fn new() -> CountingSpawner {
+        CountingSpawner::default()
+    }
+    /// Threads created and not yet exited.
+    pub fn live(&self) -> usize {
+        self.0.live.load(Ordering::SeqCst)
+    }
+    /// Threads whose body panicked.
+    pub fn died(&self) -> usize {
+        self.0.died.load(Ordering::SeqCst)
+    }
+    /// Threads created so far.
+    pub fn spawned(&self) -> usize {
+        self.0.spawned.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a counted thread's exit, and whether it unwound, when its body returns or panics.
+struct ThreadExit(Arc<ThreadCounts>);
+
+impl Drop for ThreadExit {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.died.fetch_add(1, Ordering::SeqCst);
+        }
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl cmwq::Spawner for CountingSpawner {
+    fn spawn(&self, req: cmwq::SpawnRequest) -> std::io::Result<std::thread::JoinHandle<()>> {
+        self.0.live.fetch_add(1, Ordering::SeqCst);
+        let exit = ThreadExit(self.0.clone());
+        let body = req.body;
+        let req = cmwq::SpawnRequest {
+            body: Box::new(move || {
+                let _exit = exit;
+                body()
+            }),
+            ..req
+        };
+        let r = cmwq::Spawner::spawn(&cmwq::ThreadSpawner, req);
+        if r.is_ok() {
+            self.0.spawned.fetch_add(1, Ordering::SeqCst);
+        }
+        // On failure the body (and `exit` in it) was dropped unrun: the count is already back.
+        r
+    }
+}
