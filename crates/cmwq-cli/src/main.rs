@@ -52,7 +52,8 @@ enum Command {
         /// A short run for smoke tests (same as --duration 1).
         #[arg(long, conflicts_with = "duration")]
         quick: bool,
-        /// CPUs modelled by the runtime, and threads of the fixed pool (default: all).
+        /// CPUs modelled by the runtime, and threads of the fixed pool, 1 to 8192 (default:
+        /// all).
         #[arg(long, value_name = "N")]
         cpus: Option<usize>,
         /// Seed of the workload generator.
@@ -82,12 +83,19 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Command::Demo { duration, quick, cpus, seed, plain } => {
             let secs = if quick { 1.0 } else { duration };
+            let cpus =
+                cpus.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(cmwq::MAX_CPUS));
             if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
                 Err(format!("--duration must be between 0 and 3600 seconds, not {secs}"))
+            } else if !(1..=cmwq::MAX_CPUS).contains(&cpus) {
+                Err(format!(
+                    "--cpus must be between 1 and {} (the kernel's largest NR_CPUS), not {cpus}",
+                    cmwq::MAX_CPUS
+                ))
             } else {
                 demo::run(&demo::Options {
                     duration: Duration::from_secs_f64(secs),
-                    cpus: cpus.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                    cpus,
                     seed,
                     live: plain.then_some(false),
                 })

@@ -90,3 +90,19 @@ fn demo_quick_finishes_with_summary() {
     // Not a terminal: no cursor-movement escapes in the output.
     assert!(!out.contains('\u{1b}'), "escape codes in non-terminal output");
 }
+
+/// Issue 9, bug 8: `demo --cpus` outside 1..=8192 (the kernel's largest NR_CPUS) is refused
+/// with one clear line and a non-zero exit, at once. Before the fix `--cpus 100000` started
+/// creating 200,000 pools' workers until the process aborted, and `--cpus 0` ran as 1 CPU.
+#[test]
+fn demo_refuses_absurd_cpu_counts() {
+    for n in ["0", "8193", "100000"] {
+        let (code, out, err) = run_with_deadline(&["demo", "--quick", "--cpus", n], Duration::from_secs(30));
+        assert_eq!(code, 1, "--cpus {n}: stdout: {out}\nstderr: {err}");
+        assert_eq!(
+            err.trim(),
+            format!("cmwq: --cpus must be between 1 and 8192 (the kernel's largest NR_CPUS), not {n}")
+        );
+        assert!(out.is_empty(), "--cpus {n}: nothing runs: {out}");
+    }
+}

@@ -22,6 +22,13 @@ pub enum Error {
         /// How many CPUs the runtime models.
         nr_cpus: usize,
     },
+    /// A runtime must model 1 to `MAX_CPUS` (8192, the kernel's largest `NR_CPUS`) CPUs.
+    InvalidCpuCount {
+        /// The refused count.
+        cpus: usize,
+        /// The largest count allowed ([`MAX_CPUS`](crate::MAX_CPUS)).
+        max: usize,
+    },
     /// Attributes that cannot go together (for example `ordered` with `highpri` on a per-CPU
     /// queue, or `max_active` on an ordered queue).
     InvalidAttrs(&'static str),
@@ -60,6 +67,9 @@ impl fmt::Display for Error {
             }
             Error::InvalidCpu { cpu, nr_cpus } => {
                 write!(f, "CPU {cpu} does not exist (the runtime has CPUs 0..{nr_cpus})")
+            }
+            Error::InvalidCpuCount { cpus, max } => {
+                write!(f, "a runtime models 1 to {max} CPUs (the kernel's largest NR_CPUS), not {cpus}")
             }
             Error::InvalidAttrs(why) => write!(f, "invalid workqueue attributes: {why}"),
             Error::Disabled => write!(f, "the work item is disabled"),

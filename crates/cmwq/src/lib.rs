@@ -41,6 +41,7 @@ mod spawn;
 mod stats;
 mod sync;
 mod sys;
+mod thread_budget;
 mod timer;
 mod warn;
 mod work;
@@ -56,7 +57,7 @@ pub use pool::concurrency::blocking;
 pub use rescuer::{RescuerAlgorithm, RESCUER_BATCH};
 pub use runtime::{
     Runtime, RuntimeBuilder, CM_MIN_TICK, CM_TICK, CPU_INTENSIVE_THRESH, CREATE_COOLDOWN, IDLE_WORKER_TIMEOUT,
-    MAYDAY_INITIAL_TIMEOUT, MAYDAY_INTERVAL,
+    MAX_CPUS, MAYDAY_INITIAL_TIMEOUT, MAYDAY_INTERVAL,
 };
 pub use spawn::{FailMode, FailingSpawner, SpawnRequest, Spawner, ThreadKind, ThreadSpawner};
 pub use stats::WqStats;

@@ -26,6 +26,16 @@ use crate::workqueue::WqShared;
 use std::fmt;
 use std::time::Duration;
 
+/// The most CPUs a runtime models: 8192, the largest `CONFIG_NR_CPUS` on x86-64 (`NR_CPUS`;
+/// arch/x86/Kconfig, `NR_CPUS_RANGE_END` with `MAXSMP`). Each CPU costs two pools and their
+/// boot-time workers, so far larger counts only exhaust threads and memory.
+pub const MAX_CPUS: usize = 8192;
+
+/// At most this many pools of one runtime report their first failed worker creation on
+/// stderr (cmwq's choice): with thousands of pools failing at once, one line each would
+/// flood it.
+pub(crate) const MAX_CREATE_FAILURE_REPORTS: u32 = 4;
+
 /// Cull idle workers after 300 s (`IDLE_WORKER_TIMEOUT`).
 pub const IDLE_WORKER_TIMEOUT: Duration = Duration::from_secs(300);
 /// Wait 1 s between failed worker creations (`CREATE_COOLDOWN`).
@@ -75,6 +85,9 @@ pub(crate) struct Env {
     pub(crate) spawner: Arc<dyn Spawner>,
     pub(crate) timers: TimerService,
     pub(crate) monitor: Monitor,
+    /// Pools that have reported a failed worker creation on stderr (at most
+    /// `MAX_CREATE_FAILURE_REPORTS`). Relaxed: a counter of messages, ordering nothing.
+    pub(crate) create_failure_reports: AtomicU32,
 }
 
 /// The runtime's shared state.
@@ -298,7 +311,7 @@ pub struct RuntimeBuilder {
 
 impl Default for RuntimeBuilder {
     fn default() -> Self {
-        let nr_cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        let nr_cpus = thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_CPUS);
         RuntimeBuilder {
             config: Config {
                 nr_cpus,
@@ -321,9 +334,11 @@ impl Default for RuntimeBuilder {
 }
 
 impl RuntimeBuilder {
-    /// Number of modelled CPUs (default: the available parallelism). Zero is taken as one.
+    /// Number of modelled CPUs, 1 to [`MAX_CPUS`] (8192, the kernel's largest `NR_CPUS`);
+    /// default: the available parallelism, at most `MAX_CPUS`. Any other count is refused by
+    /// [`RuntimeBuilder::try_build`] with [`Error::InvalidCpuCount`].
     pub fn cpus(mut self, n: usize) -> Self {
-        self.config.nr_cpus = n.max(1);
+        self.config.nr_cpus = n;
         self
     }
 
@@ -409,9 +424,10 @@ impl RuntimeBuilder {
     ///
     /// # Panics
     ///
-    /// If the timer or monitor thread cannot be created; [`RuntimeBuilder::try_build`] returns
-    /// that as an error instead. Failing to create the initial workers is not an error: the
-    /// pools retry on demand.
+    /// If the CPU count is out of range, or the timer or monitor thread cannot be created;
+    /// [`RuntimeBuilder::try_build`] returns that as an error instead. Failing to create the
+    /// initial workers is not an error: the pools retry on demand.
+    #[track_caller]
     pub fn build(self) -> Runtime {
         match self.try_build() {
             Ok(rt) => rt,
@@ -419,14 +435,21 @@ impl RuntimeBuilder {
         }
     }
 
-    /// Builds the runtime, or says why its service threads could not be created.
+    /// Builds the runtime, or says why not: a CPU count outside 1..=[`MAX_CPUS`]
+    /// ([`Error::InvalidCpuCount`], checked before anything is created), or a service thread
+    /// that could not be created ([`Error::Spawn`]).
     pub fn try_build(self) -> Result<Runtime, Error> {
+        let cpus = self.config.nr_cpus;
+        if !(1..=MAX_CPUS).contains(&cpus) {
+            return Err(Error::InvalidCpuCount { cpus, max: MAX_CPUS });
+        }
         let env = Arc::new(Env {
             timers: TimerService::new(self.clock.clone()),
             monitor: Monitor::new(),
             config: self.config,
             clock: self.clock,
             spawner: self.spawner,
+            create_failure_reports: AtomicU32::new(0),
         });
         let n = env.config.nr_cpus;
         let cpu_pools: Vec<Arc<WorkerPool>> =

@@ -48,13 +48,26 @@ pub trait Spawner: Send + Sync + fmt::Debug + 'static {
 }
 
 /// The default spawner: `std::thread::Builder` with the request's name and stack size (through
-/// the sync facade, so that model checkers get their own threads).
+/// the sync facade, so that model checkers get their own threads). It refuses a thread
+/// (`WouldBlock`) when the threads it has alive would exhaust the process's memory mappings
+/// (`vm.max_map_count`), where creating one more would abort the process instead of failing
+/// (`thread_budget`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ThreadSpawner;
 
 impl Spawner for ThreadSpawner {
     fn spawn(&self, req: SpawnRequest) -> io::Result<thread::JoinHandle<()>> {
-        crate::sync::spawn_thread(req.name, req.stack_size, req.body)
+        let slot = crate::thread_budget::acquire()?;
+        let body = req.body;
+        // On failure the closure, and the slot with it, is dropped at once.
+        crate::sync::spawn_thread(
+            req.name,
+            req.stack_size,
+            Box::new(move || {
+                let _slot = slot;
+                body()
+            }),
+        )
     }
 }
 

@@ -113,3 +113,8 @@ pub(crate) const HIGH_NICE: i32 = -20;
 pub(crate) fn set_current_nice(nice: i32) {
     let _ = rustix::process::setpriority_process(None, nice);
 }
+
+/// `vm.max_map_count`: how many memory mappings the process may have.
+pub(crate) fn max_map_count() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?.trim().parse().ok()
+}

@@ -297,3 +297,43 @@ fn highpri_items_run_at_high_priority() {
     }
     assert_eq!(lo_run.1, own);
 }
+
+/// Issue 9, bug 8: a CPU count outside 1..=MAX_CPUS (the kernel's largest NR_CPUS, 8192) is
+/// refused by `try_build` before anything is created, and `build` panics saying why. Before
+/// the fix `cpus(0)` silently became 1, and `cpus(100_000)` started creating 200,000 pools'
+/// workers until an allocation failed and the process aborted.
+#[test]
+fn cpu_counts_outside_nr_cpus_are_refused() {
+    assert_eq!(cmwq::MAX_CPUS, 8192);
+    // 0 first: before the fix it built (as 1 CPU) instead of aborting the test process.
+    for n in [0, cmwq::MAX_CPUS + 1, 100_000, usize::MAX] {
+        let e = Runtime::builder().cpus(n).try_build().map(|rt| rt.nr_cpus()).unwrap_err();
+        assert!(matches!(e, Error::InvalidCpuCount { cpus, max: 8192 } if cpus == n), "{n}: {e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("1 to 8192 CPUs") && msg.contains(&format!("not {n}")), "{msg}");
+    }
+    let p = std::panic::catch_unwind(|| Runtime::builder().cpus(100_000).build()).map(|rt| rt.nr_cpus()).unwrap_err();
+    let msg = p.downcast_ref::<String>().expect("a formatted panic message");
+    assert!(
+        msg.contains("cannot build the runtime") && msg.contains("1 to 8192 CPUs") && msg.contains("not 100000"),
+        "{msg}"
+    );
+    assert_eq!(Runtime::builder().cpus(1).build().nr_cpus(), 1);
+}
+
+/// Issue 9, bug 8: at the bound, every boot-time worker failing to start is no error: the
+/// runtime builds without threads for its 16,384 per-CPU pools (which retry on demand),
+/// queueing refuses nothing, and it shuts down.
+#[test]
+fn max_cpus_with_no_threads_builds_and_shuts_down() {
+    use cmwq::{FailMode, FailingSpawner};
+    let sp = FailingSpawner::new(FailMode::Always);
+    let rt = Runtime::builder().cpus(cmwq::MAX_CPUS).spawner(sp.clone()).try_build().expect("builds");
+    assert_eq!(rt.nr_cpus(), cmwq::MAX_CPUS);
+    assert_eq!(rt.nr_workers(), 0);
+    assert_eq!(sp.refused(), 2 * cmwq::MAX_CPUS, "one boot-time worker tried per pool");
+    let wq = rt.workqueue("huge").build().unwrap();
+    let w = Work::new(|_| {});
+    assert!(wq.queue_on(cmwq::MAX_CPUS - 1, &w), "the item waits for a worker");
+    assert!(w.cancel());
+}

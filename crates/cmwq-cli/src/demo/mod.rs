@@ -307,7 +307,12 @@ pub fn run(opts: &Options) -> Result<(), String> {
     // created with the workqueue, now.
     let no_threads = Arc::new(AtomicBool::new(false));
     let spawner = FailingSpawner::new(FailMode::While(no_threads.clone()));
-    let rt = Runtime::builder().cpus(cpus).spawner(spawner.clone()).create_cooldown(DEMO_CREATE_COOLDOWN).build();
+    let rt = Runtime::builder()
+        .cpus(cpus)
+        .spawner(spawner.clone())
+        .create_cooldown(DEMO_CREATE_COOLDOWN)
+        .try_build()
+        .map_err(|e| format!("cannot build the runtime: {e}"))?;
     let wqs: Vec<Workqueue> = WQS
         .iter()
         .map(|s| {

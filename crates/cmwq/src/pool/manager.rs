@@ -14,8 +14,9 @@
 
 use super::{flags, PoolGuard, WorkerPool, WorkerRec};
 use crate::clock::add_saturating;
+use crate::runtime::MAX_CREATE_FAILURE_REPORTS;
 use crate::spawn::{SpawnRequest, ThreadKind};
-use crate::sync::{Arc, Parker};
+use crate::sync::{Arc, Ordering, Parker};
 use std::io;
 use std::time::Instant;
 
@@ -72,12 +73,22 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<bool> {
             g.workers.remove(id);
             g.nr_workers -= 1;
             g.create_failures += 1;
+            // Each pool reports its first failure, but only the first few pools of a runtime:
+            // thousands failing at once (a large `cpus`) must not flood stderr.
             if g.create_failures == 1 {
-                eprintln!(
-                    "cmwq: pool {}: cannot create a worker ({e}); retrying every {:?}",
-                    pool.tag(),
-                    pool.env.config.create_cooldown
-                );
+                let n = pool.env.create_failure_reports.fetch_add(1, Ordering::Relaxed);
+                if n < MAX_CREATE_FAILURE_REPORTS {
+                    let more = if n + 1 == MAX_CREATE_FAILURE_REPORTS {
+                        "; failures of further pools are not reported"
+                    } else {
+                        ""
+                    };
+                    eprintln!(
+                        "cmwq: pool {}: cannot create a worker ({e}); retrying every {:?}{more}",
+                        pool.tag(),
+                        pool.env.config.create_cooldown
+                    );
+                }
             }
             Err(e)
         }

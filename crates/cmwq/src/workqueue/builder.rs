@@ -16,6 +16,14 @@ pub const WQ_NAME_LEN: usize = 31;
 
 /// Builds a [`Workqueue`]: `Workqueue::builder(name)` on the global runtime, or
 /// `runtime.workqueue(name)` on a private one.
+///
+/// # Names
+///
+/// A name is 1 to [`WQ_NAME_LEN`] (31) bytes of UTF-8 (the kernel's `WQ_NAME_LEN` is 32 with
+/// the NUL), with at least one character that is not whitespace and no control character
+/// (`char::is_control`: no newline, tab, escape or other C0/C1 code): it is printed in tables,
+/// dumps, warnings and thread names (`kworker/R-<name>`). Any other name is refused by
+/// [`WorkqueueBuilder::build`] with [`Error::InvalidName`]. Names need not be unique.
 #[must_use = "a builder does nothing until .build()"]
 pub struct WorkqueueBuilder {
     rt: Runtime,
@@ -104,7 +112,7 @@ impl WorkqueueBuilder {
 
     /// Creates the workqueue.
     ///
-    /// Errors: an empty or overlong name, `max_active` other than 0 or 1 on an ordered queue,
+    /// Errors: a name that is not allowed (see [Names](WorkqueueBuilder#names)), `max_active` other than 0 or 1 on an ordered queue,
     /// or (unbound queues) no first worker could be created for a new pool.
     pub fn build(self) -> Result<Workqueue, Error> {
         validate_name(&self.name)?;
@@ -129,6 +137,8 @@ fn validate_name(name: &str) -> Result<(), Error> {
         "it is longer than 31 bytes (WQ_NAME_LEN)"
     } else if name.chars().any(char::is_control) {
         "it contains control characters"
+    } else if name.chars().all(char::is_whitespace) {
+        "it is only whitespace"
     } else {
         return Ok(());
     };
@@ -157,6 +167,10 @@ mod tests {
         assert!(matches!(validate_name(""), Err(Error::InvalidName { .. })));
         assert!(matches!(validate_name(&"x".repeat(32)), Err(Error::InvalidName { .. })));
         assert!(validate_name(&"x".repeat(31)).is_ok());
+        for bad in [" ", "   ", "\u{3000}", "a\tb", "a\nb", "\u{1b}[31m", "a\u{85}b", "nul\0"] {
+            assert!(matches!(validate_name(bad), Err(Error::InvalidName { .. })), "{bad:?} accepted");
+        }
+        assert!(validate_name("kblockd wb-1 é").is_ok());
         assert_eq!(clamp_max_active("t", 0), WQ_DFL_ACTIVE);
         assert_eq!(clamp_max_active("t", 5), 5);
         assert_eq!(clamp_max_active("t", 100_000), WQ_MAX_ACTIVE);
