@@ -6,9 +6,11 @@
 //! make creation fail on command with [`FailingSpawner`]; the engine treats every error the
 //! same way: the work stays queued and the manager retries after the create cooldown.
 
+use crate::clock::Clock;
 use crate::sync::{thread, Arc, AtomicUsize, Mutex, Ordering};
 use std::fmt;
 use std::io;
+use std::time::{Duration, Instant};
 
 /// What a thread is for. Test spawners use it to fail only some kinds of threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,8 +73,10 @@ impl Spawner for ThreadSpawner {
     }
 }
 
-/// When a [`FailingSpawner`] refuses to create a thread.
+/// When a [`FailingSpawner`] refuses to create a thread. Only requests of the affected kinds
+/// ([`FailingSpawner::affecting`]) are counted and refused; the others always succeed.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum FailMode {
     /// Never fail.
     Never,
@@ -80,35 +84,70 @@ pub enum FailMode {
     Always,
     /// Allow this many more threads of the affected kinds, then fail every later one.
     After(usize),
+    /// Fail every `n`th request of the affected kinds, counted from when the mode was set: the
+    /// `n`th, the `2n`th, and so on (`EveryNth(1)` fails them all; `EveryNth(0)` none).
+    /// Refused requests count: a retry is a new request.
+    EveryNth(usize),
     /// Fail while the flag is set. The flag is std's atomic in every build (a user's switch:
     /// its type does not change under the model checkers; crate::sync::global).
     #[allow(clippy::disallowed_types)]
     While(Arc<crate::sync::global::AtomicBool>),
+    /// Fail every request while `clock` reads earlier than `until`: creation is impossible for a
+    /// period of the runtime's time. With a [`ManualClock`](crate::ManualClock) the test ends
+    /// the period by advancing the clock past `until`; see [`FailMode::for_period`].
+    Until {
+        /// The clock read at every request (normally the runtime's).
+        clock: Clock,
+        /// The first instant at which creation succeeds again.
+        until: Instant,
+    },
+}
+
+impl FailMode {
+    /// Fails every request from now until `period` has passed on `clock` (a period too long
+    /// for an `Instant` never ends: [`FailMode::Always`]).
+    pub fn for_period(clock: &Clock, period: Duration) -> FailMode {
+        match clock.now().checked_add(period) {
+            Some(until) => FailMode::Until { clock: clock.clone(), until },
+            None => FailMode::Always,
+        }
+    }
 }
 
 /// A spawner that fails on command with `WouldBlock` (the `EAGAIN` of a real thread limit), for
 /// fault-injection tests. By default only [`ThreadKind::Worker`] requests are affected, so the
 /// runtime's own service threads still start; [`FailingSpawner::affecting`] changes that.
 pub struct FailingSpawner {
-    mode: Mutex<FailMode>,
+    /// The mode, and the requests of the affected kinds seen since it was set (for
+    /// [`FailMode::EveryNth`]).
+    mode: Mutex<(FailMode, usize)>,
     kinds: Mutex<Vec<ThreadKind>>,
     /// Threads created so far (all kinds).
     spawned: AtomicUsize,
     /// Requests refused so far.
     refused: AtomicUsize,
-    /// Threads created and not yet exited.
-    live: Arc<AtomicUsize>,
+    /// Threads created and not yet exited, per kind (indexed by [`kind_index`]).
+    live: Arc<[AtomicUsize; 3]>,
+}
+
+/// The slot of a thread kind in [`FailingSpawner::live`].
+fn kind_index(kind: ThreadKind) -> usize {
+    match kind {
+        ThreadKind::Worker => 0,
+        ThreadKind::Rescuer => 1,
+        ThreadKind::Service => 2,
+    }
 }
 
 impl FailingSpawner {
     /// A spawner in the given mode, affecting worker threads only.
     pub fn new(mode: FailMode) -> Arc<FailingSpawner> {
         Arc::new(FailingSpawner {
-            mode: Mutex::new(mode),
+            mode: Mutex::new((mode, 0)),
             kinds: Mutex::new(vec![ThreadKind::Worker]),
             spawned: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
-            live: Arc::new(AtomicUsize::new(0)),
+            live: Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]),
         })
     }
 
@@ -118,9 +157,10 @@ impl FailingSpawner {
         self
     }
 
-    /// Switches the failure mode (for example to `Never` to let creation succeed again).
+    /// Switches the failure mode (for example to `Never` to let creation succeed again), and
+    /// restarts the count of [`FailMode::EveryNth`].
     pub fn set_mode(&self, mode: FailMode) {
-        *self.mode.lock() = mode;
+        *self.mode.lock() = (mode, 0);
     }
 
     /// Threads created so far.
@@ -135,15 +175,24 @@ impl FailingSpawner {
 
     /// Threads created by this spawner that have not exited yet.
     pub fn live(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+        self.live.iter().map(|l| l.load(Ordering::Acquire)).sum()
+    }
+
+    /// Threads of this kind created by this spawner whose bodies have not returned yet. A
+    /// thread is counted out when its body returns (or unwinds), before the thread ends, so
+    /// once `join` on it has returned it is no longer counted.
+    pub fn live_of(&self, kind: ThreadKind) -> usize {
+        self.live[kind_index(kind)].load(Ordering::Acquire)
     }
 
     fn should_fail(&self, kind: ThreadKind) -> bool {
         if !self.kinds.lock().contains(&kind) {
             return false;
         }
-        let mut mode = self.mode.lock();
-        match &mut *mode {
+        let mut guard = self.mode.lock();
+        let (mode, seen) = &mut *guard;
+        *seen += 1;
+        match mode {
             FailMode::Never => false,
             FailMode::Always => true,
             FailMode::After(n) => {
@@ -154,7 +203,9 @@ impl FailingSpawner {
                     false
                 }
             }
+            FailMode::EveryNth(n) => *n != 0 && *seen % *n == 0,
             FailMode::While(flag) => flag.load(Ordering::Acquire),
+            FailMode::Until { clock, until } => clock.now() < *until,
         }
     }
 }
@@ -162,7 +213,7 @@ impl FailingSpawner {
 impl fmt::Debug for FailingSpawner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FailingSpawner")
-            .field("mode", &*self.mode.lock())
+            .field("mode", &self.mode.lock().0)
             .field("spawned", &self.spawned())
             .field("refused", &self.refused())
             .finish()
@@ -176,18 +227,19 @@ impl Spawner for FailingSpawner {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "FailingSpawner: thread creation refused"));
         }
         let live = self.live.clone();
-        live.fetch_add(1, Ordering::AcqRel);
+        let slot = kind_index(req.kind);
+        live[slot].fetch_add(1, Ordering::AcqRel);
         let body = req.body;
         let req = SpawnRequest {
             body: Box::new(move || {
                 /// Decrements the live count even if the body unwinds.
-                struct Exit(Arc<AtomicUsize>);
+                struct Exit(Arc<[AtomicUsize; 3]>, usize);
                 impl Drop for Exit {
                     fn drop(&mut self) {
-                        self.0.fetch_sub(1, Ordering::AcqRel);
+                        self.0[self.1].fetch_sub(1, Ordering::AcqRel);
                     }
                 }
-                let _exit = Exit(live);
+                let _exit = Exit(live, slot);
                 body()
             }),
             ..req
@@ -198,7 +250,7 @@ impl Spawner for FailingSpawner {
                 Ok(h)
             }
             Err(e) => {
-                self.live.fetch_sub(1, Ordering::AcqRel);
+                self.live[slot].fetch_sub(1, Ordering::AcqRel);
                 Err(e)
             }
         }

@@ -420,9 +420,13 @@ fn r11_stop_once_workers_are_available() {
         &Work::new(move |_| {
             l2.record("a1");
             s2.unstick();
-            wait_for("a worker available", || {
+            // Wait for the state that lasts: the manager made W3, W2 took B's second blocker
+            // and blocked, W3 woke, found nobody idle, managed in its turn and made W4, which
+            // stays idle while W3 runs A's items. Any earlier moment (W3 managing) still
+            // needs a worker, and the rescuer would rightly take a2 (2 of 400 runs did).
+            wait_for("a worker available for good", || {
                 let p = s2.pool(0);
-                !p.manager_active && (p.nr_idle > 0 || p.nr_running > 0)
+                s2.b.stats().started == 2 && p.nr_workers >= 4 && !p.manager_active && p.nr_idle > 0
             });
         }),
     );
@@ -537,6 +541,14 @@ fn r12_extra_work_while_the_manager_struggles() {
 }
 
 /// R13: inactive items call for no help and are not rescued; once activated they are.
+///
+/// Every step waits for the state it needs, never for time: a firing of the mayday timer is
+/// witnessed by workqueue C (one active item on the same worklist), and the clock moves only
+/// once the pool is known to need a worker, so the firing cannot come too early. (It used to
+/// advance the clock right after a2's activation; when the timer ran before a1's worker had
+/// taken B's blocker, the pool still counted it running, no mayday went out, the timer re-armed
+/// for a time the test never reached, and the test timed out "waiting for a2 and a3 rescued":
+/// 21 of 400 runs of this binary, two copies in parallel.)
 #[test]
 fn r13_inactive_items_are_not_rescued() {
     let clock = ManualClock::new();
@@ -546,7 +558,12 @@ fn r13_inactive_items_are_not_rescued() {
     let pool = || rt.pools().into_iter().find(|p| p.cpu == Some(0) && !p.highpri).unwrap();
     let a = rt.workqueue("A").mem_reclaim().max_active(1).build().unwrap();
     let b = rt.workqueue("B").build().unwrap();
+    let c = rt.workqueue("C").mem_reclaim().build().unwrap();
     let gate1 = Latch::new();
+    let gate2 = Latch::new();
+    // A failing test must not leave workers blocked on these gates (its runtime's drop joins
+    // them): open both on the way out, whatever happens.
+    let _open = (gate1.opener(), gate2.opener());
     let g1 = gate1.clone();
     a.queue_on(0, &Work::new(move |_| cmwq::blocking(|| g1.wait())));
     wait_for("a1 blocked, reserve idle", || a.stats().started == 1 && pool().nr_idle == 1);
@@ -555,22 +572,28 @@ fn r13_inactive_items_are_not_rescued() {
     a.queue_on(0, &logged(&log, "a2"));
     a.queue_on(0, &logged(&log, "a3"));
     assert_eq!(a.pwqs()[0].nr_inactive, 2);
-    let gate2 = Latch::new();
     let g2 = gate2.clone();
     b.queue_on(0, &Work::new(move |_| cmwq::blocking(|| g2.wait())));
     wait_for("a failing manager", || pool().manager_active && spawner.refused() >= 1);
+    // The witness: C's item waits on the same worklist, active.
+    c.queue_on(0, &logged(&log, "c1"));
     clock.advance(TICK);
-    clock.advance(Duration::from_millis(100));
-    std::thread::sleep(Duration::from_millis(30));
+    wait_for("the mayday timer to call C's rescuer", || log.len() == 1);
+    assert_eq!(c.stats().mayday, 1);
     assert_eq!(a.stats().mayday, 0, "inactive items called for help");
-    assert_eq!(log.len(), 0);
-    // a1 completes: a2 becomes active; its worker takes B's blocker and blocks; the next timer
-    // calls the rescuer, which runs a2, then a3 once a2's completion activated it.
+    assert_eq!(log.labels(), ["c1"]);
+    // a1 completes: a2 becomes active; a1's worker takes B's blocker and blocks, and the pool
+    // needs a worker again (nothing runs, nobody idle, a2 waits). The next firing calls A's
+    // rescuer, which runs a2, then a3 once a2's completion activated it.
     gate1.open();
-    wait_for("a2 active", || a.pwqs()[0].nr_inactive == 1);
-    clock.advance(Duration::from_millis(100));
-    wait_for("a2 and a3 rescued", || log.len() == 2);
-    assert_eq!(log.labels(), ["a2", "a3"]);
+    wait_for("a2 active, a1's worker blocked in B's item", || {
+        let p = pool();
+        a.pwqs()[0].nr_inactive == 1 && b.stats().started == 1 && p.nr_running == 0 && p.nr_idle == 0
+    });
+    clock.advance(cmwq::MAYDAY_INTERVAL);
+    wait_for("a2 and a3 rescued", || log.len() == 3);
+    assert_eq!(log.labels(), ["c1", "a2", "a3"]);
+    assert_eq!(log.thread_of("a2"), "kworker/R-A");
     assert_eq!(a.stats().rescued, 2);
     fail.store(false, Ordering::SeqCst);
     clock.advance(Duration::from_secs(1));
@@ -584,6 +607,7 @@ fn r16_destroy_with_stale_maydays() {
     let s = Arc::new(Stuck::new(1, RescuerAlgorithm::Cursor));
     let a = s.a("A16");
     wait_for("the rescuer thread, created with the workqueue", || thread_exists("kworker/R-A16"));
+    assert_eq!(s.spawner.live_of(cmwq::ThreadKind::Rescuer), 1);
     let gate = Latch::new();
     let (g, started) = (gate.clone(), Latch::new());
     let st = started.clone();
@@ -607,10 +631,15 @@ fn r16_destroy_with_stale_maydays() {
     let a2 = a.clone();
     let destroyer = std::thread::spawn(move || a2.destroy());
     gate.open();
-    destroyer.join().unwrap();
+    support::join("the destroy of A16", destroyer);
     let pw = a.pwqs();
     assert!(pw.iter().all(|p| p.mayday_refs == 0 && !p.on_mayday && !p.cursor_linked), "{pw:?}");
-    assert!(!thread_exists("kworker/R-A16"), "destroy returned with the rescuer still alive");
+    // The spawner counts a thread out when its body returns, before the thread ends, so this
+    // holds as soon as destroy has joined it. (/proc/self/task still lists a thread for a
+    // moment after its join returns: the kernel wakes the joiner before it unhashes the task,
+    // and asserting on /proc failed in 1 of 150 runs of this binary with 32 test threads.)
+    assert_eq!(s.spawner.live_of(cmwq::ThreadKind::Rescuer), 0, "destroy returned with the rescuer still alive");
+    wait_for("the rescuer's task to leave /proc", || !thread_exists("kworker/R-A16"));
     s.finish();
 }
 
@@ -715,11 +744,17 @@ fn r19_flush_through_the_rescuer() {
         let a = a.clone();
         std::thread::spawn(move || a.flush())
     };
-    std::thread::sleep(Duration::from_millis(30));
+    // Both flushes must have started before a1 may end, or a1.flush() rightly finds nothing
+    // to wait for (it returned false in 1 of 400 runs with 32 test threads when the test
+    // only slept 30 ms here): a1's barrier is in flight and the workqueue flush has a colour.
+    wait_for("a1's barrier and the workqueue flush", || {
+        let p = &a.pwqs()[0];
+        p.in_flight == 3 && p.flush_color.is_some()
+    });
     assert!(!f1.is_finished() && !f2.is_finished());
     gate.open();
-    assert!(f1.join().unwrap());
-    f2.join().unwrap();
+    assert!(support::join("a1.flush()", f1));
+    support::join("the workqueue flush", f2);
     assert_eq!(log.len(), 1, "the workqueue flush returned before a2 ran");
     assert_eq!(log.thread_of("a2"), "kworker/R-A");
     s.finish();

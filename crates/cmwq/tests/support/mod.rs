@@ -26,6 +26,34 @@ pub fn wait_for_within(what: &str, within: Duration, f: impl Fn() -> bool) {
     }
 }
 
+/// Joins `h`, panicking with `what` if the thread has not finished within [`DEADLINE`]; a
+/// panic in the thread is re-raised here, prefixed with `what`. Every join in the tests goes
+/// through this: a bare `join()` on a hung thread would hang the test binary instead of
+/// failing it.
+#[track_caller]
+pub fn join<T>(what: &str, h: std::thread::JoinHandle<T>) -> T {
+    wait_for_within(&format!("{what} to finish"), DEADLINE, || h.is_finished());
+    match h.join() {
+        Ok(v) => v,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            panic!("{what} panicked: {msg}");
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own and waits at most [`DEADLINE`] for it: for calls that can
+/// hang and cannot take a deadline themselves (`flush`, `drain`, `destroy`, dropping the last
+/// handle of a runtime). On a timeout the call is left running and the test fails naming it.
+#[track_caller]
+pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    join(what, std::thread::spawn(f))
+}
+
 /// A one-shot gate: `wait` blocks (in a condvar, state S) until `open`.
 #[derive(Default, Clone)]
 pub struct Latch(Arc<(Mutex<bool>, Condvar)>);
@@ -35,20 +63,49 @@ impl Latch {
         Latch::default()
     }
     pub fn open(&self) {
-        *self.0 .0.lock().unwrap() = true;
+        *self.lock() = true;
         self.0 .1.notify_all();
     }
     pub fn is_open(&self) -> bool {
-        *self.0 .0.lock().unwrap()
+        *self.lock()
+    }
+    /// The flag, never poisoned: `wait` panics only after releasing it, and a panic elsewhere
+    /// must not turn every later `open` (often in a destructor, during unwinding) into a
+    /// second panic that aborts the process.
+    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.0 .0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    /// A guard that opens the latch when dropped: a test that fails halfway must not leave
+    /// items blocked on its latches, or its runtime's drop waits for them (and they panic
+    /// "latch never opened" a deadline later, long after the real failure).
+    pub fn opener(&self) -> OpenOnDrop {
+        OpenOnDrop(self.clone())
     }
     /// Waits until open; panics after the deadline so a hung item fails the test.
     pub fn wait(&self) {
         let t = Instant::now();
-        let mut g = self.0 .0.lock().unwrap();
+        let mut g = self.lock();
         while !*g {
-            assert!(t.elapsed() < DEADLINE, "latch never opened");
-            g = self.0 .1.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
+            if t.elapsed() >= DEADLINE {
+                drop(g);
+                panic!("latch never opened");
+            }
+            g = self
+                .0
+                 .1
+                .wait_timeout(g, Duration::from_millis(50))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
+    }
+}
+
+/// Opens its latch when dropped (see [`Latch::opener`]).
+pub struct OpenOnDrop(Latch);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
     }
 }
 
