@@ -11,8 +11,10 @@
 /// "No node": the end of a list.
 pub(crate) const NIL: u32 = u32::MAX;
 
-/// Nodes per arena chunk (`1 << CHUNK_SHIFT`).
-const CHUNK_SHIFT: u32 = 12;
+/// Nodes per arena chunk (`1 << CHUNK_SHIFT`). Under Miri, where each step is thousands of
+/// times slower, chunks are small so that the unit tests cross chunk boundaries within a few
+/// hundred nodes (the index arithmetic is the same for any shift).
+const CHUNK_SHIFT: u32 = if cfg!(miri) { 3 } else { 12 };
 const CHUNK: usize = 1 << CHUNK_SHIFT;
 
 #[derive(Debug)]
@@ -283,5 +285,172 @@ mod tests {
         // Freed slots are reused: no growth in steady state.
         let r = a.push_back(&mut n, 4);
         assert_eq!(r, i2);
+    }
+
+    /// A small deterministic generator (xorshift64*), so a failing sequence is replayed from
+    /// its seed, which the assertion messages name.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+        }
+    }
+
+    /// Slots handed out so far (used or free): the arena's footprint.
+    fn slots<T>(n: &Nodes<T>) -> usize {
+        n.chunks.iter().map(Vec::len).sum()
+    }
+
+    /// Every link of `l` agrees with its neighbour's: forwards and backwards it visits the
+    /// same nodes, head and tail have no outer neighbour, and `len` counts them.
+    fn check_links(l: &List, n: &Nodes<u32>, seed: u64) {
+        let fwd = l.indices(n);
+        let mut bwd = Vec::new();
+        let mut cur = l.tail;
+        while cur != NIL {
+            bwd.push(cur);
+            cur = n.node(cur).prev;
+        }
+        bwd.reverse();
+        assert_eq!(fwd, bwd, "seed {seed}: backward links disagree with forward links");
+        assert_eq!(l.len(), fwd.len(), "seed {seed}: len");
+        assert_eq!(l.is_empty(), fwd.is_empty(), "seed {seed}: is_empty");
+        assert_eq!(l.front(), fwd.first().copied(), "seed {seed}: front");
+        if let (Some(&h), Some(&t)) = (fwd.first(), fwd.last()) {
+            assert_eq!((n.node(h).prev, n.node(t).next), (NIL, NIL), "seed {seed}: ends");
+        }
+    }
+
+    /// Random sequences of every list operation over two lists sharing one arena, against a
+    /// `VecDeque` model of each list: after every step both lists hold the model's values in
+    /// its order, their links are consistent both ways, every live node is on a list, and the
+    /// arena never holds more slots than the most nodes ever live at once (freed slots are
+    /// reused before a new one is taken).
+    #[test]
+    fn random_operations_match_a_vecdeque_model() {
+        use std::collections::VecDeque;
+        let (seeds, steps, cap): (u64, usize, usize) = if cfg!(miri) { (2, 150, 10) } else { (40, 3000, 64) };
+        for seed in 1..=seeds {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut n: Nodes<u32> = Nodes::new();
+            let mut lists = [List::default(), List::default()];
+            // The model: per list, the (index, value) pairs in order.
+            let mut model: [VecDeque<(u32, u32)>; 2] = [VecDeque::new(), VecDeque::new()];
+            let (mut next_val, mut peak) = (0u32, 0usize);
+            for step in 0..steps {
+                let which = rng.below(2);
+                let len = model[which].len();
+                let val = next_val;
+                // Grow while short, so that removals from the middle and moves have room;
+                // shrink while long, so that steps stay cheap and the ends are often met.
+                let op = match len {
+                    0..3 => rng.below(3),
+                    _ if len > cap => 3 + rng.below(4),
+                    _ => rng.below(7),
+                };
+                match op {
+                    0 => {
+                        let i = lists[which].push_back(&mut n, val);
+                        model[which].push_back((i, val));
+                    }
+                    1 if len > 0 => {
+                        let at = rng.below(len);
+                        let i = lists[which].insert_after(&mut n, model[which][at].0, val);
+                        model[which].insert(at + 1, (i, val));
+                    }
+                    2 => {
+                        let at = rng.below(len + 1);
+                        let before = model[which].get(at).map_or(NIL, |e| e.0);
+                        let i = lists[which].insert_before(&mut n, before, val);
+                        model[which].insert(at, (i, val));
+                    }
+                    3 | 4 => {
+                        let at = rng.below(len);
+                        let (i, v) = model[which].remove(at).unwrap();
+                        assert_eq!(lists[which].remove(&mut n, i), v, "seed {seed} step {step}: removed value");
+                    }
+                    5 => {
+                        let (from, to) = (rng.below(len), rng.below(len + 1));
+                        let i = model[which][from].0;
+                        let before = model[which].get(to).map_or(NIL, |e| e.0);
+                        lists[which].move_before(&mut n, i, before);
+                        let e = model[which].remove(from).unwrap();
+                        // `to` named a position before the removal; it shifts if it was after.
+                        let to = if to > from { to - 1 } else { to };
+                        model[which].insert(to, e);
+                    }
+                    6 => {
+                        let other = 1 - which;
+                        let at = rng.below(len);
+                        let to = rng.below(model[other].len() + 1);
+                        let before = model[other].get(to).map_or(NIL, |e| e.0);
+                        let (l, r) = lists.split_at_mut(1);
+                        let (src, dst) = if which == 0 { (&mut l[0], &mut r[0]) } else { (&mut r[0], &mut l[0]) };
+                        let i = model[which][at].0;
+                        src.move_to(&mut n, i, dst, before);
+                        let e = model[which].remove(at).unwrap();
+                        model[other].insert(to, e);
+                    }
+                    _ => continue,
+                }
+                if matches!(op, 0..=2) {
+                    next_val += 1;
+                }
+                let live = model[0].len() + model[1].len();
+                peak = peak.max(live);
+                for k in 0..2 {
+                    check_links(&lists[k], &n, seed);
+                    let got: Vec<(u32, u32)> = lists[k].indices(&n).into_iter().map(|i| (i, *n.get(i))).collect();
+                    assert!(got.iter().eq(model[k].iter()), "seed {seed} step {step}: list {k} is {got:?}");
+                }
+                assert_eq!(n.len(), live, "seed {seed} step {step}: live nodes");
+                assert_eq!(slots(&n), peak, "seed {seed} step {step}: a freed slot was not reused");
+            }
+        }
+    }
+
+    /// Indices past the first chunk address the right slots, a full chunk is never grown (the
+    /// next one starts), and once everything is freed a refill takes no new slot.
+    #[test]
+    fn arena_spans_chunks_and_reuses_every_slot() {
+        let mut n: Nodes<u32> = Nodes::new();
+        let mut l = List::default();
+        let count = CHUNK + CHUNK / 2;
+        let idx: Vec<u32> = (0..count as u32).map(|v| l.push_back(&mut n, v)).collect();
+        assert_eq!(idx, (0..count as u32).collect::<Vec<_>>(), "fresh slots are taken in order");
+        assert_eq!(n.chunks.len(), 2);
+        assert!(n.chunks.iter().all(|c| c.capacity() == CHUNK), "a chunk never reallocates");
+        assert!((0..count as u32).all(|i| *n.get(i) == i));
+        // Free every other node, then all; each refill reuses freed slots, most recent first.
+        for &i in idx.iter().step_by(2) {
+            assert_eq!(l.remove(&mut n, i), i);
+        }
+        let last_freed = *idx.iter().step_by(2).next_back().unwrap();
+        assert_eq!(l.push_back(&mut n, u32::MAX), last_freed, "LIFO reuse");
+        assert_eq!(l.remove(&mut n, last_freed), u32::MAX);
+        while let Some(i) = l.front() {
+            l.remove(&mut n, i);
+        }
+        assert!(l.is_empty() && n.len() == 0);
+        let again: Vec<u32> = (0..count as u32).map(|v| l.push_back(&mut n, v)).collect();
+        let mut sorted = again.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, idx, "a refill takes exactly the freed slots");
+        assert_eq!(slots(&n), count, "no slot was added");
+        assert_eq!(l.indices(&n), again, "and links them in queueing order");
+    }
+
+    #[test]
+    #[should_panic(expected = "freed twice")]
+    fn freeing_a_node_twice_is_caught() {
+        let mut n: Nodes<u32> = Nodes::new();
+        let mut l = List::default();
+        let i = l.push_back(&mut n, 1);
+        l.remove(&mut n, i);
+        n.take(i);
     }
 }

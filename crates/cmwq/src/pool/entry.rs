@@ -421,4 +421,42 @@ mod tests {
         assert!(matches!(job, Job::Boxed(_)));
         job.run();
     }
+
+    /// A job dropped without being run (a workqueue destroyed with it queued, a cancelled
+    /// flood) drops what its closure captured exactly once, inline or boxed; under Miri this
+    /// also checks `stack_dst`'s unsafe storage (no double drop, no leak, no misaligned read).
+    #[test]
+    fn an_unrun_job_drops_its_captures_once() {
+        let a = std::sync::Arc::new(0u64);
+        let a2 = a.clone();
+        let inline = Job::new(move || drop(a2));
+        assert!(matches!(inline, Job::Inline(_)));
+        assert_eq!(std::sync::Arc::strong_count(&a), 2);
+        drop(inline);
+        assert_eq!(std::sync::Arc::strong_count(&a), 1, "the inline closure's capture was dropped");
+        let (a3, pad) = (a.clone(), [1u64; 4]);
+        let boxed = Job::new(move || drop((a3, pad)));
+        assert!(matches!(boxed, Job::Boxed(_)));
+        drop(boxed);
+        assert_eq!(std::sync::Arc::strong_count(&a), 1, "the boxed closure's capture was dropped");
+    }
+
+    /// A closure aligned beyond a word is boxed (`stack_dst` would panic on it) and runs with
+    /// its capture intact.
+    #[test]
+    fn an_over_aligned_closure_is_boxed_and_runs() {
+        #[derive(Clone, Copy)]
+        #[repr(align(32))]
+        struct Wide(u8);
+        let w = Wide(7);
+        let hit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = hit.clone();
+        let job = Job::new(move || {
+            assert_eq!(std::ptr::from_ref(&w).addr() % 32, 0, "the capture is aligned");
+            h.store(w.0 == 7, std::sync::atomic::Ordering::Relaxed);
+        });
+        assert!(matches!(job, Job::Boxed(_)));
+        job.run();
+        assert!(hit.load(std::sync::atomic::Ordering::Relaxed));
+    }
 }

@@ -297,3 +297,145 @@ impl DerefMut for PoolGuard<'_> {
         self.g.as_mut().expect("pool guard used after release")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::work::Work;
+
+    fn work() -> Work {
+        Work::new(|_: &Work| {})
+    }
+
+    /// The entries of `b` in the order a drain takes them: every full block, then the tail.
+    fn in_order(b: &Blocks) -> Vec<&Queued> {
+        b.full.iter().flat_map(|f| f.items.iter()).chain(b.tail.iter()).collect()
+    }
+
+    fn same(a: &Item, b: &Work) -> bool {
+        matches!(a, Item::Work(w) if w.ptr_eq(b))
+    }
+
+    /// A long run of pushes fills blocks of exactly `BLOCK` entries, oldest first, each with a
+    /// summary that matches what it holds: the shared slot (`None` once two differ) and
+    /// whether any entry is a work item; the tail's summary starts afresh with each block.
+    #[test]
+    fn blocks_chain_in_queueing_order_with_true_summaries() {
+        let mut b = Blocks::default();
+        let mut works = Vec::new();
+        // Block 0: work items of slot 3. Block 1: slots 3 and 4, no work item but one in the
+        // middle. Tail: cursors of slot 5 only.
+        for _ in 0..BLOCK {
+            let w = work();
+            b.push((3, Item::Work(w.clone())));
+            works.push(Some(w));
+        }
+        for i in 0..BLOCK {
+            if i == BLOCK / 2 {
+                let w = work();
+                b.push((4, Item::Work(w.clone())));
+                works.push(Some(w));
+            } else {
+                b.push((3, Item::Cursor));
+                works.push(None);
+            }
+        }
+        for _ in 0..17 {
+            b.push((5, Item::Cursor));
+            works.push(None);
+        }
+        assert_eq!(b.len(), 2 * BLOCK + 17);
+        assert_eq!(b.full.len(), 2);
+        assert!(b.full.iter().all(|f| f.items.len() == BLOCK && f.items.capacity() == BLOCK));
+        assert_eq!((b.full[0].slot, b.full[0].works), (Some(3), true));
+        assert_eq!((b.full[1].slot, b.full[1].works), (None, true));
+        assert_eq!((b.tail_slot, b.tail_works), (Some(5), false), "the tail's summary restarts");
+        let order = in_order(&b);
+        assert_eq!(order.len(), works.len());
+        for (k, ((slot, item), w)) in order.into_iter().zip(&works).enumerate() {
+            match w {
+                Some(w) => assert!(same(item, w), "entry {k} out of order"),
+                None => assert!(matches!(item, Item::Cursor), "entry {k} out of order"),
+            }
+            let want = if k < 2 * BLOCK {
+                if k == BLOCK + BLOCK / 2 {
+                    4
+                } else {
+                    3
+                }
+            } else {
+                5
+            };
+            assert_eq!(*slot, want, "entry {k}'s slot");
+        }
+    }
+
+    /// `push` answers "was empty" for exactly the first entry after each swap, `take_all`
+    /// hands over everything and leaves the inbox empty, and the tail block handed back by a
+    /// drain is reused by the inbox (no new allocation per burst).
+    #[test]
+    fn inbox_push_and_swap() {
+        let inbox = Inbox::new(Arc::new(AtomicUsize::new(0)));
+        assert!(inbox.is_empty());
+        let (a, b) = (work(), work());
+        assert!(inbox.push((0, Item::Work(a.clone()))), "first push sees an empty inbox");
+        assert!(!inbox.push((1, Item::Work(b.clone()))), "second push does not");
+        assert!(!inbox.is_empty());
+        let mut batch = Blocks::default();
+        inbox.take_all(&mut batch);
+        assert!(inbox.is_empty());
+        let got = in_order(&batch);
+        assert!(got.len() == 2 && same(&got[0].1, &a) && same(&got[1].1, &b));
+        assert_eq!((got[0].0, got[1].0), (0, 1));
+        // What a drain does with its batch: empty the tail, keep its capacity.
+        batch.tail.clear();
+        assert!(inbox.push((0, Item::Cursor)), "empty again after the swap");
+        inbox.take_all(&mut batch);
+        assert_eq!(inbox.q.lock().tail.capacity(), BLOCK, "the drained tail came back to the inbox");
+        assert_eq!(batch.len(), 1);
+    }
+
+    /// Producers push while a drainer swaps the inbox out: every entry is taken exactly once,
+    /// each producer's entries come out in its order, and the number of pushes that saw an
+    /// empty inbox equals the number of non-empty batches (exactly one "first adder" each).
+    #[test]
+    fn concurrent_pushes_and_swaps_lose_nothing() {
+        const PRODUCERS: u32 = 3;
+        let per: usize = if cfg!(miri) { 40 } else { 3 * BLOCK + 5 };
+        let inbox = Inbox::new(Arc::new(AtomicUsize::new(0)));
+        let items: Vec<Vec<Work>> = (0..PRODUCERS).map(|_| (0..per).map(|_| work()).collect()).collect();
+        let firsts = AtomicUsize::new(0);
+        let mut batches: Vec<Blocks> = Vec::new();
+        std::thread::scope(|s| {
+            for (p, mine) in items.iter().enumerate() {
+                let (inbox, firsts) = (&inbox, &firsts);
+                s.spawn(move || {
+                    for w in mine {
+                        if inbox.push((p as u32, Item::Work(w.clone()))) {
+                            firsts.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            // The drainer: a bounded number of swaps while the producers run.
+            for _ in 0..per {
+                let mut b = Blocks::default();
+                inbox.take_all(&mut b);
+                batches.push(b);
+                std::thread::yield_now();
+            }
+        });
+        let mut last = Blocks::default();
+        inbox.take_all(&mut last);
+        batches.push(last);
+        let nonempty = batches.iter().filter(|b| b.len() > 0).count();
+        assert_eq!(firsts.load(Ordering::Relaxed), nonempty, "one first adder per non-empty batch");
+        let mut next = vec![0usize; PRODUCERS as usize];
+        for (slot, item) in batches.iter().flat_map(in_order) {
+            let p = *slot as usize;
+            assert!(same(item, &items[p][next[p]]), "producer {p}'s entry {} out of order", next[p]);
+            next[p] += 1;
+        }
+        assert_eq!(next, vec![per; PRODUCERS as usize], "every entry taken exactly once");
+    }
+}

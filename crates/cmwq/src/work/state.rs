@@ -198,4 +198,145 @@ mod tests {
         assert_eq!(s.dec_disable(), Some(0));
         assert_eq!(s.dec_disable(), None);
     }
+
+    fn raw(s: &WorkState) -> u64 {
+        s.0.load(Ordering::Relaxed)
+    }
+
+    /// One item through every named transition, checking the whole word after each: only the
+    /// bits the transition names change, and the disable depth rides along untouched.
+    #[test]
+    fn every_transition_changes_only_its_bits() {
+        let s = WorkState::new();
+        for _ in 0..5 {
+            assert!(s.inc_disable());
+        }
+        let word = |pending: bool, queued: bool, pool: u32| {
+            (pending as u64) | (queued as u64) << 1 | 5 << DISABLE_SHIFT | (pool as u64) << POOL_SHIFT
+        };
+        assert_eq!(raw(&s), word(false, false, POOL_NONE));
+        assert!(s.try_claim_pending());
+        assert_eq!(raw(&s), word(true, false, POOL_NONE));
+        s.set_target(3);
+        assert_eq!(raw(&s), word(true, false, 3), "set_target records the inbox's pool");
+        s.set_target(3);
+        assert_eq!(raw(&s), word(true, false, 3), "and is idempotent");
+        s.set_queued(3);
+        assert_eq!(raw(&s), word(true, true, 3));
+        s.steal_queued();
+        assert_eq!(raw(&s), word(true, false, 3), "a steal keeps PENDING and the pool");
+        s.set_target(4);
+        s.set_queued(4);
+        assert_eq!(raw(&s), word(true, true, 4));
+        s.release_for_run(4);
+        assert_eq!(raw(&s), word(false, false, 4), "released for the run in pool 4");
+        assert!(s.try_claim_pending());
+        s.release_claim();
+        assert_eq!(raw(&s), word(false, false, 4), "a refused queueing leaves the word as it was");
+        let snap = s.load();
+        assert_eq!(
+            (snap.is_pending(), snap.is_queued(), snap.disable_depth(), snap.last_pool()),
+            (false, false, 5, Some(4))
+        );
+    }
+
+    /// The disable depth stops at its maximum and at zero without carrying into or borrowing
+    /// from the neighbouring fields.
+    #[test]
+    fn disable_depth_saturates_without_touching_neighbours() {
+        let s = WorkState(AtomicU64::new((MAX_DISABLE - 1) << DISABLE_SHIFT | 9 << POOL_SHIFT | PENDING));
+        assert!(s.inc_disable());
+        assert!(!s.inc_disable(), "the maximum depth refuses another disable");
+        assert_eq!(raw(&s), MAX_DISABLE << DISABLE_SHIFT | 9 << POOL_SHIFT | PENDING);
+        let s = WorkState(AtomicU64::new(9 << POOL_SHIFT | PENDING | QUEUED));
+        assert_eq!(s.dec_disable(), None);
+        assert_eq!(raw(&s), 9 << POOL_SHIFT | PENDING | QUEUED, "an underflow changes nothing");
+    }
+
+    #[test]
+    #[should_panic(expected = "release_claim of an unowned item")]
+    fn releasing_an_unowned_claim_is_caught() {
+        WorkState::new().release_claim();
+    }
+
+    #[test]
+    #[should_panic(expected = "release_claim of an unowned item")]
+    fn releasing_the_claim_of_a_queued_item_is_caught() {
+        let s = WorkState::new();
+        assert!(s.try_claim_pending());
+        s.set_queued(1);
+        s.release_claim();
+    }
+
+    #[test]
+    #[should_panic(expected = "set_queued without PENDING")]
+    fn queueing_without_the_claim_is_caught() {
+        WorkState::new().set_queued(1);
+    }
+
+    #[test]
+    #[should_panic(expected = "release_for_run of an unqueued item")]
+    fn running_an_unqueued_item_is_caught() {
+        let s = WorkState::new();
+        assert!(s.try_claim_pending());
+        s.release_for_run(1);
+    }
+
+    #[test]
+    #[should_panic(expected = "steal of an unqueued item")]
+    fn stealing_an_unqueued_item_is_caught() {
+        let s = WorkState::new();
+        assert!(s.try_claim_pending());
+        s.steal_queued();
+    }
+
+    #[test]
+    #[should_panic(expected = "set_target of an unowned item")]
+    fn retargeting_a_queued_item_is_caught() {
+        let s = WorkState::new();
+        assert!(s.try_claim_pending());
+        s.set_queued(1);
+        s.set_target(2);
+    }
+
+    /// PENDING is an ownership token: threads racing to claim it never own it two at once, and
+    /// each owner sees everything the previous owner wrote (the claim is `AcqRel`, both ways of
+    /// giving it up `Release`), which `Relaxed` data accesses check: with a weaker ordering a
+    /// read of `data` could miss the last owner's increment (Miri's weak-memory emulation
+    /// explores such reads), and the count would come out short.
+    #[test]
+    fn the_claim_excludes_and_hands_over_what_owners_wrote() {
+        use std::sync::atomic::AtomicU32;
+        const THREADS: u32 = 3;
+        let rounds: u32 = if cfg!(miri) { 30 } else { 20_000 };
+        let s = WorkState::new();
+        let (owners, data, claims) = (AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0));
+        std::thread::scope(|sc| {
+            for t in 0..THREADS {
+                let (s, owners, data, claims) = (&s, &owners, &data, &claims);
+                sc.spawn(move || {
+                    for r in 0..rounds {
+                        if !s.try_claim_pending() {
+                            std::thread::yield_now();
+                            continue;
+                        }
+                        assert_eq!(owners.fetch_add(1, Ordering::Relaxed), 0, "two owners at once");
+                        claims.fetch_add(1, Ordering::Relaxed);
+                        let v = data.load(Ordering::Relaxed);
+                        data.store(v + 1, Ordering::Relaxed);
+                        owners.fetch_sub(1, Ordering::Relaxed);
+                        // Alternate the two ways ownership ends: refused, or queued and run.
+                        if (r + t) % 2 == 0 {
+                            s.release_claim();
+                        } else {
+                            s.set_queued(t);
+                            s.release_for_run(t);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(data.load(Ordering::Relaxed), claims.load(Ordering::Relaxed), "an owner missed an update");
+        assert!(!s.load().is_pending());
+    }
 }
