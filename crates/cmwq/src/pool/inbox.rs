@@ -422,7 +422,7 @@ mod tests {
                 let mut b = Blocks::default();
                 inbox.take_all(&mut b);
                 batches.push(b);
-                std::thread::yield_now();
+                crate::sync::thread::yield_now();
             }
         });
         let mut last = Blocks::default();

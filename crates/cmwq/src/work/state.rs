@@ -317,7 +317,7 @@ mod tests {
                 sc.spawn(move || {
                     for r in 0..rounds {
                         if !s.try_claim_pending() {
-                            std::thread::yield_now();
+                            crate::sync::thread::yield_now();
                             continue;
                         }
                         assert_eq!(owners.fetch_add(1, Ordering::Relaxed), 0, "two owners at once");
