@@ -160,14 +160,20 @@ pub(crate) fn disable(work: &Work, timer: Option<&dyn TimerSteal>) -> bool {
 }
 
 pub(crate) fn enable(work: &Work, timer: Option<&dyn TimerSteal>) -> bool {
+    let unbalanced = || {
+        eprintln!("cmwq: enable of {work:?} that is not disabled");
+        false
+    };
+    // Without a matching disable, nothing changes: grabbing PENDING first would cancel a
+    // pending instance (the kernel's enable_work does, after its warning).
+    if work.state().load().disable_depth() == 0 {
+        return unbalanced();
+    }
     grab_pending(work, timer);
     let depth = work.state().dec_disable();
     work.state().release_claim();
     match depth {
         Some(d) => d == 0,
-        None => {
-            eprintln!("cmwq: enable of {work:?} that is not disabled");
-            false
-        }
+        None => unbalanced(),
     }
 }
