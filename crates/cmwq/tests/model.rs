@@ -846,3 +846,34 @@ fn unbalanced_enable_leaves_pending_items_alone() {
     assert_eq!(wq.pwqs().iter().map(|p| p.nr_inactive).sum::<usize>(), 1, "the queued item is still queued");
     assert!(w.cancel() && d.cancel(), "both instances are still there to cancel");
 }
+
+/// Found by the model (a failed assertion while items waited behind a pool whose worker
+/// creation failed): the runtime's drop spun forever. The workqueue, dropped during the panic,
+/// does not drain (by design, so that a panic does not become a hang); at shutdown the pool's
+/// only worker, manager of a pool with items and no idle worker, went back to managing again
+/// and again (creation returns at once in a dying pool) and never looked at its DIE flag, so
+/// the shutdown's join never returned.
+#[test]
+fn runtime_shutdown_with_items_waiting_for_a_worker() {
+    let clock = ManualClock::new();
+    let spawner = FailingSpawner::new(FailMode::Never);
+    let rt = Runtime::builder().cpus(1).pin_workers(false).clock(&clock).spawner(spawner.clone()).build();
+    let wq = rt.workqueue("no-worker").build().unwrap();
+    spawner.set_mode(FailMode::Always);
+    let w = Work::new(|_: &Work| {});
+    assert!(wq.queue(&w));
+    // The pool's only worker becomes its manager and fails to create a reserve; the create
+    // cooldown (1 s of manual time) never passes, so the item waits on the worklist.
+    wait_for("a refused worker creation", || spawner.refused() >= 1);
+    assert!(w.is_pending());
+    let drop_during_panic = Call::start(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _held = (rt, wq);
+            panic!("planned panic: the runtime is dropped while unwinding");
+        }));
+        assert!(r.is_err());
+    });
+    wait_for("the runtime's drop during a panic to return", || drop_during_panic.is_finished());
+    drop_during_panic.result();
+    wait_for("every thread of the runtime to exit", || spawner.live() == 0);
+}

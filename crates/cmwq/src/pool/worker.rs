@@ -74,7 +74,10 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
         }
         pool.worker_leave_idle(&mut g, me);
         loop {
-            if !g.need_more_worker() {
+            // A worker told to die goes back to the top: in a dying pool with items left
+            // (a workqueue dropped during a panic does not drain) it would otherwise manage
+            // forever, creation returning at once, and the shutdown's join never return.
+            if !g.need_more_worker() || g.workers[me].flags & flags::DIE != 0 {
                 break;
             }
             if !g.may_start_working() && !g.manager_active {
