@@ -61,6 +61,23 @@ pub const MAX_NAMED: usize = 8;
 /// The function type of a warning handler.
 pub(crate) type HandlerFn = dyn Fn(&Warning<'_>) + Send + Sync;
 
+/// `drain_workqueue` warns at its 10th flush (`flush_cnt == 10`) ...
+pub(crate) const BUSY_WARN_FIRST: u32 = 10;
+/// ... then every 100th (`flush_cnt % 100 == 0`) ...
+pub(crate) const BUSY_WARN_EVERY: u32 = 100;
+/// ... up to the 1000th (`flush_cnt <= 1000`), where the kernel falls silent.
+pub(crate) const BUSY_WARN_KERNEL_LAST: u32 = 1000;
+/// cmwq's extension: after that, every 1000th for as long as it lasts, so that a drain or
+/// destroy that never ends never goes quiet.
+pub(crate) const BUSY_WARN_EVERY_AFTER: u32 = 1000;
+
+/// Whether a drain or destroy still busy after `tries` rounds warns now (the cadence above).
+pub(crate) fn busy_warning_due(tries: u32) -> bool {
+    tries == BUSY_WARN_FIRST
+        || (tries % BUSY_WARN_EVERY == 0 && tries <= BUSY_WARN_KERNEL_LAST)
+        || tries % BUSY_WARN_EVERY_AFTER == 0
+}
+
 /// A runtime's warning handler; the default (`None`) prints on stderr.
 #[derive(Clone, Default)]
 pub(crate) struct WarningHandler(pub(crate) Option<Arc<HandlerFn>>);
@@ -82,5 +99,19 @@ impl WarningHandler {
             }
             None => eprintln!("cmwq: WARNING: {}", w.message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::busy_warning_due;
+
+    #[test]
+    fn busy_warnings_follow_the_kernel_then_every_thousand() {
+        let due: Vec<u32> = (1..=5000).filter(|&t| busy_warning_due(t)).collect();
+        let mut want = vec![10];
+        want.extend((1..=10).map(|i| i * 100));
+        want.extend((2..=5).map(|i| i * 1000));
+        assert_eq!(due, want);
     }
 }

@@ -715,7 +715,6 @@ fn drop_during_a_panic_does_not_wait_for_the_drain() {
 fn flush_and_drain_from_own_item_warn_and_return() {
     use cmwq::WarningKind;
     use support::warnings::WarningLog;
-    use support::within_deadline;
 
     for kind in ["percpu", "unbound", "ordered"] {
         let log = WarningLog::new();
@@ -788,6 +787,80 @@ fn flush_and_drain_from_own_item_warn_and_return() {
         assert!(within_deadline(move || wq2.drain()).is_some(), "{kind}: owner's drain hangs");
         assert_eq!(n.load(Ordering::SeqCst), 2);
         assert_eq!(log.matching(|r| r.kind == WarningKind::FlushFromOwnItem).len(), 4);
+        slot.lock().unwrap().take();
+    }
+}
+
+/// Issue 9, bug 6: drain and destroy of a workqueue whose item keeps requeueing itself warn at
+/// the kernel's cadence (the 10th round, every 100th up to the 1000th) and then every 1000th
+/// for as long as it lasts, naming the workqueue and the item; once the item stops requeueing
+/// they return. The item stops when it sees the warning at round 2000, so nothing here
+/// depends on timing. Before the fix drain fell silent after round 1000 and destroy never
+/// warned, so the item never stopped and both hung until the deadline.
+#[test]
+fn drain_and_destroy_of_a_self_requeueing_item_keep_warning() {
+    use cmwq::WarningKind;
+    use support::warnings::WarningLog;
+
+    const STOP_AT: u32 = 2000;
+    for op in ["drain", "destroy"] {
+        let log = WarningLog::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let rt = {
+            let stop = stop.clone();
+            log.install_then(Runtime::builder().cpus(1), move |w: &cmwq::Warning<'_>| {
+                if let WarningKind::DrainBusy { tries } | WarningKind::DestroyBusy { tries } = w.kind {
+                    if tries >= STOP_AT {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                }
+            })
+            .build()
+        };
+        let name = format!("requeuer-{op}");
+        let wq = rt.workqueue(&name).unbound().build().unwrap();
+        let slot: Arc<Mutex<Option<Workqueue>>> = Arc::new(Mutex::new(Some(wq.clone())));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let w = {
+            let (slot, runs, stop) = (slot.clone(), runs.clone(), stop.clone());
+            Work::named("requeuer", move |w: &Work| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                if !stop.load(Ordering::SeqCst) {
+                    let wq = slot.lock().unwrap().clone();
+                    if let Some(wq) = wq {
+                        assert!(wq.queue(w), "chained queueing is accepted while draining or destroying");
+                    }
+                }
+            })
+        };
+        assert!(wq.queue(&w));
+        let wq2 = wq.clone();
+        let done = within_deadline(move || if op == "drain" { wq2.drain() } else { wq2.destroy() });
+        if done.is_none() {
+            stop.store(true, Ordering::SeqCst);
+            slot.lock().unwrap().take();
+            panic!("{op} of a self-requeueing item did not return: warnings {:?}", log.all());
+        }
+        let busy: Vec<_> =
+            log.matching(|r| matches!(r.kind, WarningKind::DrainBusy { .. } | WarningKind::DestroyBusy { .. }));
+        let tries: Vec<u32> = busy
+            .iter()
+            .map(|r| match r.kind {
+                WarningKind::DrainBusy { tries } if op == "drain" => tries,
+                WarningKind::DestroyBusy { tries } if op == "destroy" => tries,
+                k => panic!("{op}: unexpected warning kind {k:?}"),
+            })
+            .collect();
+        let mut want = vec![10];
+        want.extend((1..=10).map(|i| i * 100));
+        want.push(2000);
+        assert_eq!(tries, want, "{op}: the kernel's cadence, then every 1000th");
+        for r in &busy {
+            assert_eq!(r.workqueue, name);
+            assert!(r.items.iter().any(|i| i.starts_with("requeuer (0x")), "{op}: names the item: {r:?}");
+            assert!(r.message.contains(&name) && r.message.contains(op), "{r:?}");
+        }
+        assert!(runs.load(Ordering::SeqCst) >= STOP_AT as usize, "{op}: one run per round at least");
         slot.lock().unwrap().take();
     }
 }

@@ -374,8 +374,9 @@ impl Workqueue {
     /// Destroys the workqueue now (`destroy_workqueue`): from here on queueing from outside is
     /// refused with [`Error::Destroyed`] (its own items may still queue, as chained work);
     /// delayed items armed for it are queued at once; and this waits until everything has
-    /// run. Dropping the last handle does the same and then detaches the workqueue from its
-    /// pools. Idempotent.
+    /// run, flushing round after round and warning at [`Workqueue::drain`]'s cadence while
+    /// items keep coming (an item requeueing itself), naming them. Dropping the last handle
+    /// does the same and then detaches the workqueue from its pools. Idempotent.
     pub fn destroy(&self) {
         self.handle.wq.destroy();
     }
@@ -552,12 +553,61 @@ impl WqShared {
             if self.is_empty() {
                 break;
             }
-            flush_cnt += 1;
-            if flush_cnt == 10 || (flush_cnt % 100 == 0 && flush_cnt <= 1000) {
-                eprintln!("cmwq: workqueue {:?}: drain still busy after {flush_cnt} tries", self.info.name);
-            }
+            flush_cnt = flush_cnt.saturating_add(1);
+            self.warn_busy(WarningKind::DrainBusy { tries: flush_cnt }, "drain", flush_cnt);
         }
         self.info.nr_drainers.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Warns, at the kernel's cadence (`warn::busy_warning_due`), that `op` is still busy after
+    /// `tries` rounds, naming the items in flight. No lock held.
+    fn warn_busy(&self, kind: WarningKind, op: &str, tries: u32) {
+        if !crate::warn::busy_warning_due(tries) {
+            return;
+        }
+        let items = self.in_flight_items();
+        let message = format!(
+            "workqueue {:?}: {op} isn't complete after {tries} tries; in flight: {}",
+            self.info.name,
+            if items.is_empty() { "no item named".to_owned() } else { items.join(", ") }
+        );
+        self.warn(kind, &items, &message);
+    }
+
+    /// The items of this workqueue running or waiting on a worklist, as `name (id) running` or
+    /// `name (id) queued`, at most `MAX_NAMED` of them and then `...` (a snapshot, for
+    /// warnings; the kernel's `show_one_workqueue`).
+    fn in_flight_items(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in self.pwq_list() {
+            let g = p.pool.lock();
+            for (_, w) in g.workers.iter() {
+                if let Some(cur) = w.current.as_ref().filter(|c| c.pwq == p.slot) {
+                    out.push(format!("{} running", crate::work::describe(cur.name, cur.work_id)));
+                }
+            }
+            let mut cur = g.worklist.front();
+            while let Some(idx) = cur {
+                let e = g.nodes.get(idx);
+                if e.pwq == p.slot {
+                    match &e.item {
+                        Item::Work(w) => out.push(format!("{} queued", crate::work::describe(w.name(), w.id()))),
+                        Item::Once(_) => out.push(format!("{} queued", crate::pool::worker::SPAWNED_NAME)),
+                        Item::Barrier(_) | Item::Cursor => {}
+                    }
+                }
+                if out.len() > crate::warn::MAX_NAMED {
+                    break;
+                }
+                cur = g.worklist.next(&g.nodes, idx);
+            }
+            if out.len() > crate::warn::MAX_NAMED {
+                out.truncate(crate::warn::MAX_NAMED);
+                out.push("...".to_owned());
+                break;
+            }
+        }
+        out
     }
 
     /// Destroys the workqueue (`destroy_workqueue`): refuses new work from outside, queues
@@ -580,14 +630,24 @@ impl WqShared {
             return false;
         }
         let clock = self.rt.clock();
+        let mut tries = 0u32;
         loop {
             self.fire_armed_now();
-            let busy = !self.armed.lock().is_empty()
-                || self.pwq_list().iter().any(|p| p.pool.lock().pwqs[p.slot as usize].in_flight() > 0);
-            if !busy {
+            let armed = !self.armed.lock().is_empty();
+            let in_flight = self.pwq_list().iter().any(|p| p.pool.lock().pwqs[p.slot as usize].in_flight() > 0);
+            if in_flight {
+                // As `destroy_workqueue` drains: flush, count the round, and warn at
+                // `drain_workqueue`'s cadence while items keep coming (an item requeueing
+                // itself), naming them.
+                self.flush();
+                tries = tries.saturating_add(1);
+                self.warn_busy(WarningKind::DestroyBusy { tries }, "destroy", tries);
+            } else if armed {
+                // Only timers in the middle of firing are left: woken when they are done.
+                clock.wait_until(&self.info.drained, None);
+            } else {
                 break;
             }
-            clock.wait_until(&self.info.drained, None);
         }
         // Another destroyer may wait on the same sleeper, whose notification this one may have
         // consumed: hand the wake-up on (a spurious one costs a re-check).

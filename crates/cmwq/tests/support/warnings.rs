@@ -25,6 +25,15 @@ impl WarningLog {
 
     /// `b` with a warning handler that records into this log (and still prints, for humans).
     pub fn install(&self, b: RuntimeBuilder) -> RuntimeBuilder {
+        self.install_then(b, |_| {})
+    }
+
+    /// Like [`WarningLog::install`], and then calls `then` with each warning.
+    pub fn install_then(
+        &self,
+        b: RuntimeBuilder,
+        then: impl Fn(&Warning<'_>) + Send + Sync + 'static,
+    ) -> RuntimeBuilder {
         let log = self.0.clone();
         b.warning_handler(move |w: &Warning<'_>| {
             eprintln!("cmwq: WARNING (recorded): {w}");
@@ -34,6 +43,7 @@ impl WarningLog {
                 items: w.items.to_vec(),
                 message: w.message.to_owned(),
             });
+            then(w);
         })
     }
 
