@@ -170,14 +170,19 @@ fn still_needed(pool: &Arc<WorkerPool>) -> bool {
 /// A pool without any worker got an item: retry creation from the timer service, now and
 /// then every cooldown, until a worker exists. Pool lock held.
 pub(crate) fn create_without_manager(pool: &Arc<WorkerPool>, g: &mut super::PoolLocked) {
-    if g.create_timer_armed || g.dying {
+    if g.dying {
         return;
     }
-    g.create_timer_armed = true;
     let now = pool.env.clock.now();
-    arm_create_timer(pool, now);
+    if !g.create_timer_armed {
+        g.create_timer_armed = true;
+        arm_create_timer(pool, now);
+    }
     // Nobody manages a pool without workers, so arm its mayday timer here: rescuers must
-    // still be called if creation keeps failing.
+    // still be called if creation keeps failing. Independently of the retry timer: the mayday
+    // timer stops once nothing waits (`mayday_timeout`), and an item queued after that, while
+    // the retry timer is still armed, must start it again (the fault matrix found items
+    // waiting forever for a rescuer nobody called).
     if g.mayday_timer.is_none() {
         pool.arm_mayday_timer(g, add_saturating(now, pool.env.config.mayday_initial_timeout));
     }
