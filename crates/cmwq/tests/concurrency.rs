@@ -58,11 +58,17 @@ fn sleeping_worker_is_noticed_without_hints() {
     let second = Latch::new();
     let s2 = second.clone();
     wq.spawn(move || s2.open());
-    // The bound is generous on purpose (a loaded CI machine); the benchmarks measure the
-    // actual delay (b4, b5).
-    wait_for_within("the second item while the first sleeps", Duration::from_secs(2), || second.is_open());
+    // Only that it is noticed at all is asserted, with the usual deadline: the delay is the
+    // benchmarks' to measure (b4, b5). (A 2 s bound failed under a load average of 15.)
+    wait_for("the second item while the first sleeps", || second.is_open());
     eprintln!("second item started {:?} after queueing", t.elapsed());
-    assert!(wq.stats().cm_wakeup >= 1, "{:?}", wq.stats());
+    // The first still sleeps (its gate is shut): the second ran beside it. Whether the
+    // wake-up counts as the first item's `cm_wakeup` depends on the order of two events: if
+    // the monitor saw the sleep before the second item was queued, nothing waited then, and
+    // the queueing itself woke the idle worker (as the kernel's insert_work would); the count
+    // is asserted deterministically by the hint test above.
+    assert!(!gate.is_open());
+    assert_eq!(wq.stats().started, 2, "{:?}", wq.stats());
     gate.open();
     wait_for("both", || wq.stats().completed == 2);
 }
@@ -114,7 +120,15 @@ fn cpu_intensive_queue_does_not_hold_back_items() {
     let rt = Runtime::builder().cpus(1).build();
     let wq = rt.workqueue("intensive").cpu_intensive().build().unwrap();
     let c = Arc::new(Concurrency::default());
-    let done = spawn_counted(&wq, 3, &c, || spin(Duration::from_millis(30)));
+    // Each spins (runnable, never sleeping) until two have run at once, or the deadline: a
+    // fixed 30 ms spin asserted that a second worker starts within 30 ms, a timing bound.
+    let c2 = c.clone();
+    let done = spawn_counted(&wq, 3, &c, move || {
+        let t = Instant::now();
+        while c2.max() < 2 && t.elapsed() < support::DEADLINE {
+            std::hint::spin_loop();
+        }
+    });
     wait_for("3 items", || done.load(Ordering::SeqCst) == 3);
     assert!(c.max() >= 2, "cpu_intensive items ran one at a time");
 }
@@ -122,33 +136,52 @@ fn cpu_intensive_queue_does_not_hold_back_items() {
 /// The kernel documentation's example (workqueue.rst): w0 burns CPU, sleeps, burns again;
 /// w1 and w2 burn, then sleep. With one worker at a time they run one after another; with
 /// concurrency management w1 and w2 run while w0 sleeps. Asserted by the order of events (w1
-/// and w2 both start before w0 ends), not by time: timing is for the benchmarks. The sleeps are
-/// long (50 ms) so that a loaded machine still notices them in time.
+/// and w2 both start before w0 ends), not by time: timing is for the benchmarks. w0 sleeps
+/// (in a condvar, no hint) until w1 and w2 have started, and w1 until w2 has: each can start
+/// only if the monitor noticed a sleep, so no sleep length has to outlast the monitor's
+/// reaction (fixed 50 ms sleeps failed under a load average of 15). The queue is frozen while
+/// the three are queued, so each sleep finds the items behind it waiting and counts a
+/// `cm_wakeup`.
 #[test]
 fn kernel_doc_example_overlaps_sleep_with_work() {
     let rt = Runtime::builder().cpus(1).build();
-    let wq = rt.workqueue("docexample").build().unwrap();
+    let wq = rt.workqueue("docexample").freezable().build().unwrap();
+    rt.freeze();
     let events = Arc::new(std::sync::Mutex::new(Vec::new()));
     let ev = |tag: &'static str| {
         let events = events.clone();
         move || events.lock().unwrap().push(tag)
     };
+    let (w1_started, w2_started) = (Latch::new(), Latch::new());
+    // Sleeps (no hint) until every latch is open; a condvar wait, so the thread is in state S.
+    let sleep_until = |latches: Vec<Latch>| move || latches.iter().for_each(Latch::wait);
     let (s0, e0) = (ev("w0 start"), ev("w0 end"));
+    let sleep0 = sleep_until(vec![w1_started.clone(), w2_started.clone()]);
     wq.spawn(move || {
         s0();
         burn_cpu(Duration::from_millis(5));
-        std::thread::sleep(Duration::from_millis(50));
+        sleep0();
         burn_cpu(Duration::from_millis(5));
         e0();
     });
-    for (start, end) in [(ev("w1 start"), ev("w1 end")), (ev("w2 start"), ev("w2 end"))] {
-        wq.spawn(move || {
-            start();
-            burn_cpu(Duration::from_millis(5));
-            std::thread::sleep(Duration::from_millis(50));
-            end();
-        });
-    }
+    let (s1, e1, o1, sleep1) =
+        (ev("w1 start"), ev("w1 end"), w1_started.clone(), sleep_until(vec![w2_started.clone()]));
+    wq.spawn(move || {
+        s1();
+        o1.open();
+        burn_cpu(Duration::from_millis(5));
+        sleep1();
+        e1();
+    });
+    let (s2, e2, o2) = (ev("w2 start"), ev("w2 end"), w2_started.clone());
+    wq.spawn(move || {
+        s2();
+        o2.open();
+        burn_cpu(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(5));
+        e2();
+    });
+    rt.thaw();
     wait_for("6 events", || events.lock().unwrap().len() == 6);
     let ev = events.lock().unwrap().clone();
     let at = |tag| ev.iter().position(|e| *e == tag).unwrap();
@@ -188,7 +221,7 @@ fn cpu_time_adds_up_for_short_items() {
     }
     // A last long item keeps the workers sampled past the short ones.
     wq.spawn(|| burn_cpu(Duration::from_millis(30)));
-    wq.flush();
+    support::bounded("wq.flush()", || wq.flush());
     let cpu = wq.stats().cpu_time;
     eprintln!("cpu_time {cpu:?} for 230 ms burned");
     assert!(

@@ -87,10 +87,10 @@ fn flush_runs_a_pending_timer_now() {
     let n = Arc::new(AtomicUsize::new(0));
     let d = counted(&n);
     wq.queue_delayed(&d, Duration::from_secs(3600));
-    assert!(d.flush(), "flush waits for the item after firing its timer");
+    assert!(support::bounded("d.flush()", || d.flush()), "flush waits for the item after firing its timer");
     assert_eq!(n.load(Ordering::SeqCst), 1);
     assert!(!d.is_pending());
-    assert!(!d.flush(), "idle");
+    assert!(!support::bounded("d.flush()", || d.flush()), "idle");
 }
 
 #[test]
@@ -170,12 +170,12 @@ fn cancel_races_timer_expiry() {
                 cancelled += 1;
             }
         }
-        adv.join().unwrap();
+        support::join("the clock advance", adv);
         for d in &items {
-            d.flush();
+            support::bounded("d.flush()", || d.flush());
         }
     }
-    wq.flush();
+    support::bounded("wq.flush()", || wq.flush());
     assert_eq!(ran.load(Ordering::SeqCst) + cancelled, 4 * items.len());
 }
 
@@ -248,12 +248,12 @@ fn flush_of_an_armed_item_always_reports_it_waited() {
         }
         if let Some(a) = advancer {
             wait_for("the clock advance", || a.is_finished());
-            a.join().unwrap();
+            support::join("the clock advance", a);
         }
         assert!(!d.is_pending(), "iteration {i}: pending after the flush");
     }
     eprintln!("{raced} of {} raced iterations had started before the flush", ITERATIONS / 2);
-    assert!(!d.flush(), "idle");
+    assert!(!support::bounded("d.flush()", || d.flush()), "idle");
 }
 
 /// Bug 4 of issue 9: any `Duration` is accepted. `queue_delayed(&d, Duration::MAX)` panicked
@@ -277,7 +277,7 @@ fn any_delay_is_accepted() {
         wait_for("the run queued by mod_delayed", || n.load(Ordering::SeqCst) == 1);
 
         assert!(wq.queue_delayed_on(0, &d, Duration::MAX));
-        assert!(d.flush(), "flush fires the armed timer and waits");
+        assert!(support::bounded("d.flush()", || d.flush()), "flush fires the armed timer and waits");
         assert_eq!(n.load(Ordering::SeqCst), 2);
 
         assert!(!wq.mod_delayed(&d, Duration::MAX), "idle: false, and now armed");

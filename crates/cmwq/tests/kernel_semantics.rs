@@ -128,7 +128,7 @@ fn hammered_item_never_runs_twice_at_once() {
         })
         .collect();
     for p in producers {
-        p.join().unwrap();
+        support::join("a producer", p);
     }
     wait_for("all accepted queueings to run", || {
         runs.load(Ordering::SeqCst) == accepted.load(Ordering::SeqCst) && !w.is_pending()
@@ -217,7 +217,7 @@ fn bad_input_is_refused_clearly() {
     assert!(!wq.queue_on(7, &w));
     assert!(!w.is_pending(), "a refused queueing must leave the item idle");
     // Queueing onto a destroyed workqueue.
-    wq.destroy();
+    support::bounded("wq.destroy()", || wq.destroy());
     let e = wq.try_queue(&w).unwrap_err();
     assert!(matches!(e, Error::Destroyed { .. }), "{e}");
     assert!(!wq.queue(&w));
@@ -232,7 +232,7 @@ fn destroy_drains_and_counters_add_up() {
     let rt = rt(2);
     let wq = rt.workqueue("drainme").unbound().max_active(2).build().unwrap();
     let done = spawn_counted(&wq, 50, &Arc::default(), || std::thread::sleep(Duration::from_millis(1)));
-    wq.destroy();
+    support::bounded("wq.destroy()", || wq.destroy());
     assert_eq!(done.load(Ordering::SeqCst), 50, "destroy returned before the queue drained");
     let s = wq.stats();
     assert_eq!((s.started, s.completed, s.in_flight()), (50, 50, 0));

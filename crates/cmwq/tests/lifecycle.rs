@@ -32,7 +32,7 @@ fn flush_work_waits_for_queued_instance_and_reports_idle() {
     let wq = rt.workqueue("fw").ordered().build().unwrap();
     let n = Arc::new(AtomicUsize::new(0));
     let w = counter_work(&n);
-    assert!(!w.flush(), "flush of an idle item returns false");
+    assert!(!support::bounded("w.flush()", || w.flush()), "flush of an idle item returns false");
     let gate = plug(&wq);
     assert!(wq.queue(&w));
     let flusher = {
@@ -42,9 +42,9 @@ fn flush_work_waits_for_queued_instance_and_reports_idle() {
     std::thread::sleep(Duration::from_millis(20));
     assert!(!flusher.is_finished(), "flush returned before the item ran");
     gate.open();
-    assert!(flusher.join().unwrap());
+    assert!(support::join("the flusher", flusher));
     assert_eq!(n.load(Ordering::SeqCst), 1);
-    assert!(!w.flush());
+    assert!(!support::bounded("w.flush()", || w.flush()));
 }
 
 #[test]
@@ -69,7 +69,7 @@ fn flush_work_waits_for_running_instance() {
     std::thread::sleep(Duration::from_millis(20));
     assert!(!flusher.is_finished());
     gate.open();
-    assert!(flusher.join().unwrap());
+    assert!(support::join("the flusher", flusher));
     assert!(done.load(Ordering::SeqCst), "flush returned before the running instance finished");
 }
 
@@ -89,7 +89,7 @@ fn flush_work_of_inactive_item_follows_activation() {
     std::thread::sleep(Duration::from_millis(20));
     assert!(!flusher.is_finished());
     gate.open();
-    assert!(flusher.join().unwrap());
+    assert!(support::join("the flusher", flusher));
     assert_eq!(n.load(Ordering::SeqCst), 1);
 }
 
@@ -105,11 +105,15 @@ fn recording_items(n: usize) -> (Arc<Mutex<Vec<usize>>>, Vec<Work>) {
     (order, items)
 }
 
-/// Flushes `w` from another thread, and checks that the flush is still waiting 20 ms later.
-fn flush_elsewhere(w: &Work) -> std::thread::JoinHandle<bool> {
+/// Flushes `w` (an item of the single-pwq `wq`) from another thread, and returns once the
+/// flush's barrier is in flight, checking that the flush still waits. (It used to sleep 20 ms
+/// and assume the flusher had got there: under load the flusher had not even started, the
+/// item ran first, and the flush rightly returned false: 2 failing suite runs of 14.)
+fn flush_elsewhere(wq: &Workqueue, w: &Work) -> std::thread::JoinHandle<bool> {
+    let before = wq.pwqs()[0].in_flight;
     let w = w.clone();
     let flusher = std::thread::spawn(move || w.flush());
-    std::thread::sleep(Duration::from_millis(20));
+    wait_for("the flush's barrier", || wq.pwqs()[0].in_flight == before + 1);
     assert!(!flusher.is_finished(), "the flush returned before its item ran");
     flusher
 }
@@ -139,12 +143,12 @@ fn cancel_and_flush_reach_items_deep_in_the_inactive_list() {
     assert!(!items[301].is_pending());
     // ... then park more behind them, and flush one of the moved ones from another thread.
     queue(600..700);
-    let flusher = flush_elsewhere(&items[450]);
+    let flusher = flush_elsewhere(&wq, &items[450]);
     assert!(items[650].cancel(), "an item parked after the move");
     assert!(items[699].cancel(), "the youngest inactive item");
     gate.open();
-    assert!(flusher.join().unwrap());
-    wq.flush();
+    assert!(support::join("the flusher", flusher));
+    support::bounded("wq.flush()", || wq.flush());
     let ran = order.lock().unwrap().clone();
     let mut want = Vec::new();
     for k in 0..700usize {
@@ -195,11 +199,11 @@ fn cancel_and_flush_reach_items_inside_parked_blocks() {
     for w in &items[1000..] {
         assert!(wq.queue_on(0, w));
     }
-    let flusher = flush_elsewhere(&items[700]);
+    let flusher = flush_elsewhere(&wq, &items[700]);
     assert!(items[1100].cancel(), "queued after the cancel");
     release.store(true, Ordering::SeqCst);
-    assert!(flusher.join().unwrap());
-    wq.flush();
+    assert!(support::join("the flusher", flusher));
+    support::bounded("wq.flush()", || wq.flush());
     let ran = order.lock().unwrap().clone();
     let mut want: Vec<usize> = (0..1000).filter(|&k| k != 300).collect();
     want.push(5_000);
@@ -232,7 +236,7 @@ fn flush_work_of_item_that_moved_between_pools() {
         std::thread::sleep(Duration::from_millis(20));
         assert!(!f.is_finished(), "flush returned while the item was held");
         l.open();
-        assert!(f.join().unwrap(), "flush found nothing to wait for");
+        assert!(support::join("the flusher", f), "flush found nothing to wait for");
     };
     run_on(0);
     assert_eq!(n.load(Ordering::SeqCst), 1);
@@ -266,7 +270,7 @@ fn flush_work_against_requeue_from_self() {
     wq.queue(&w);
     for _ in 0..300 {
         let before = started.load(Ordering::SeqCst);
-        assert!(w.flush(), "a self-requeueing item is always pending or running");
+        assert!(support::bounded("w.flush()", || w.flush()), "a self-requeueing item is always pending or running");
         let after = completed.load(Ordering::SeqCst);
         assert!(after >= before, "flush returned before the running instance completed ({after} < {before})");
     }
@@ -279,7 +283,7 @@ fn workqueue_flush_waits_for_earlier_items_only() {
     let rt = Runtime::builder().cpus(2).build();
     let wq = rt.workqueue("wqf").unbound().max_active(4).build().unwrap();
     let early_done = spawn_counted(&wq, 20, &Arc::default(), || std::thread::sleep(Duration::from_millis(2)));
-    wq.flush();
+    support::bounded("wq.flush()", || wq.flush());
     assert_eq!(early_done.load(Ordering::SeqCst), 20, "flush returned before every earlier item finished");
     // An item queued after the flush started does not hold it up.
     let late_gate = Latch::new();
@@ -302,7 +306,7 @@ fn workqueue_flush_waits_for_earlier_items_only() {
     std::thread::sleep(Duration::from_millis(20));
     assert!(!f.is_finished(), "flush ignored an earlier running item");
     late_gate.open();
-    f.join().unwrap();
+    support::join("the flusher", f);
     assert_eq!(early_done.load(Ordering::SeqCst), 21);
 }
 
@@ -326,7 +330,7 @@ fn workqueue_flush_ignores_later_items() {
     wq.spawn(move || g2.wait());
     first_gate.open();
     wait_for("the flush to return without the later item", || f.is_finished());
-    f.join().unwrap();
+    support::join("the flusher", f);
     later_gate.open();
 }
 
@@ -348,7 +352,7 @@ fn concurrent_flushers_overflow_colours() {
         });
         let (wq2, d2) = (wq.clone(), done.clone());
         flushers.push(std::thread::spawn(move || {
-            wq2.flush();
+            support::bounded("wq2.flush()", || wq2.flush());
             let d = d2.lock().unwrap();
             for j in 0..=k {
                 assert!(d.contains(&j), "flusher {i} returned before item {j} ran");
@@ -356,7 +360,7 @@ fn concurrent_flushers_overflow_colours() {
         }));
     }
     for f in flushers {
-        f.join().unwrap();
+        support::join("a flusher", f);
     }
 }
 
@@ -383,12 +387,12 @@ fn drain_waits_for_chained_items_and_refuses_outsiders() {
         Err(Error::Draining { .. }) => true,
         Err(e) => panic!("unexpected refusal: {e}"),
         Ok(_) => {
-            outsider.flush();
+            support::bounded("outsider.flush()", || outsider.flush());
             false
         }
     });
     gate.open();
-    d.join().unwrap();
+    support::join("the drainer", d);
     assert_eq!(left.load(Ordering::SeqCst), 0, "drain returned before the chain ended");
     assert!(wq.queue(&outsider), "queueing works again after the drain");
 }
@@ -406,12 +410,12 @@ fn cancel_removes_pending_instance() {
     assert!(!w.is_pending());
     assert!(!w.cancel());
     gate.open();
-    wq.flush();
+    support::bounded("wq.flush()", || wq.flush());
     assert_eq!(n.load(Ordering::SeqCst), 0, "a cancelled item ran");
     assert_eq!(wq.stats().started, 1, "only the plug ran");
     // It can be queued again and runs.
     assert!(wq.queue(&w));
-    wq.flush();
+    support::bounded("wq.flush()", || wq.flush());
     assert_eq!(n.load(Ordering::SeqCst), 1);
 }
 
@@ -431,8 +435,8 @@ fn cancel_of_inactive_item_releases_its_flushers() {
     std::thread::sleep(Duration::from_millis(10));
     assert!(w.cancel());
     gate.open();
-    f.join().unwrap();
-    wq.flush();
+    support::join("the flusher", f);
+    support::bounded("wq.flush()", || wq.flush());
     assert_eq!(n.load(Ordering::SeqCst), 0);
 }
 
@@ -484,7 +488,10 @@ fn cancel_sync_of_self_requeueing_item() {
     }
 }
 
-/// Cancel against queue, raced from two threads: accepted = ran + cancelled at the end.
+/// Cancel against queue, raced from two threads: accepted = ran + cancelled at the end. The
+/// threads race for at least 300 ms and until both a run and a cancel hit have happened
+/// (within the deadline): a fixed 300 ms let a loaded machine barely overlap them ("the race
+/// did not happen: ran 3 cancelled 0", 1 suite run of 14).
 #[test]
 fn cancel_against_queue_race_keeps_the_ledger() {
     let rt = Runtime::builder().cpus(2).build();
@@ -493,12 +500,12 @@ fn cancel_against_queue_race_keeps_the_ledger() {
     let w = counter_work(&ran);
     let accepted = Arc::new(AtomicUsize::new(0));
     let cancelled = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
     let q = {
-        let (wq, w, a) = (wq.clone(), w.clone(), accepted.clone());
+        let (wq, w, a, stop) = (wq.clone(), w.clone(), accepted.clone(), stop.clone());
         std::thread::spawn(move || {
-            let t = std::time::Instant::now();
             let mut i = 0;
-            while t.elapsed() < Duration::from_millis(300) {
+            while !stop.load(Ordering::SeqCst) {
                 i += 1;
                 if wq.queue_on(i % 2, &w) {
                     a.fetch_add(1, Ordering::SeqCst);
@@ -507,11 +514,10 @@ fn cancel_against_queue_race_keeps_the_ledger() {
         })
     };
     let c = {
-        let (w, c) = (w.clone(), cancelled.clone());
+        let (w, c, stop) = (w.clone(), cancelled.clone(), stop.clone());
         std::thread::spawn(move || {
-            let t = std::time::Instant::now();
             let mut i = 0;
-            while t.elapsed() < Duration::from_millis(300) {
+            while !stop.load(Ordering::SeqCst) {
                 i += 1;
                 let hit = if i % 3 == 0 { w.cancel_sync() } else { w.cancel() };
                 if hit {
@@ -520,13 +526,20 @@ fn cancel_against_queue_race_keeps_the_ledger() {
             }
         })
     };
-    q.join().unwrap();
-    c.join().unwrap();
-    w.flush();
-    wq.flush();
+    let t = std::time::Instant::now();
+    let _stop = support::OnDrop(|| stop.store(true, Ordering::SeqCst));
+    wait_for("a run and a cancel hit, racing for 300 ms at least", || {
+        t.elapsed() >= Duration::from_millis(300)
+            && ran.load(Ordering::SeqCst) > 0
+            && cancelled.load(Ordering::SeqCst) > 0
+    });
+    stop.store(true, Ordering::SeqCst);
+    support::join("the queuer", q);
+    support::join("the canceller", c);
+    support::bounded("w.flush()", || w.flush());
+    support::bounded("wq.flush()", || wq.flush());
     let (a, r, c) = (accepted.load(Ordering::SeqCst), ran.load(Ordering::SeqCst), cancelled.load(Ordering::SeqCst));
     assert_eq!(a, r + c, "accepted {a} != ran {r} + cancelled {c}");
-    assert!(c > 0 && r > 0, "the race did not happen: ran {r} cancelled {c}");
 }
 
 #[test]
@@ -547,10 +560,10 @@ fn disable_nests_and_blocks_queueing() {
     assert!(!w.enable(), "enable without disable warns and does nothing");
     assert_eq!(w.disable_depth(), 0);
     gate.open();
-    wq.flush();
+    support::bounded("wq.flush()", || wq.flush());
     assert_eq!(n.load(Ordering::SeqCst), 0, "enable does not queue; refused queueings are gone");
     assert!(wq.queue(&w));
-    wq.flush();
+    support::bounded("wq.flush()", || wq.flush());
     assert_eq!(n.load(Ordering::SeqCst), 1);
 }
 
@@ -581,7 +594,7 @@ fn destroy_refuses_outsiders_and_waits() {
     let rt = Runtime::builder().cpus(1).build();
     let wq = rt.workqueue("destroy").unbound().max_active(1).build().unwrap();
     let n = spawn_counted(&wq, 10, &Arc::default(), || std::thread::sleep(Duration::from_millis(1)));
-    wq.destroy();
+    support::bounded("wq.destroy()", || wq.destroy());
     assert_eq!(n.load(Ordering::SeqCst), 10);
     assert!(matches!(wq.try_queue(&Work::new(|_| {})), Err(Error::Destroyed { .. })));
 }
@@ -607,7 +620,7 @@ fn concurrent_destroyers_both_return() {
             gate.open();
             for d in destroyers {
                 wait_for(&format!("round {round}: a destroyer to return"), || d.is_finished());
-                d.join().unwrap();
+                support::join("a destroyer", d);
             }
         }
     });
@@ -652,22 +665,22 @@ fn panic_goes_to_handler_and_everything_goes_on() {
         }
     });
     wq.queue(&w);
-    w.flush();
-    wq.flush();
+    support::bounded("w.flush()", || w.flush());
+    support::bounded("wq.flush()", || wq.flush());
     assert_eq!(*seen.lock().unwrap(), ["panicky: boom"]);
     assert_eq!(wq.stats().panicked, 1);
     assert!(wq.queue(&w), "the item can be queued again");
-    w.flush();
+    support::bounded("w.flush()", || w.flush());
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     w.cancel_sync();
     // A panicking handler is contained too.
     let wq2 = rt.workqueue("badhandler").panic_handler(|_| panic!("handler")).build().unwrap();
     wq2.spawn(|| panic!("item"));
-    wq2.flush();
+    support::bounded("wq2.flush()", || wq2.flush());
     let ok = Arc::new(AtomicBool::new(false));
     let o2 = ok.clone();
     wq2.spawn(move || o2.store(true, Ordering::SeqCst));
-    wq2.flush();
+    support::bounded("wq2.flush()", || wq2.flush());
     assert!(ok.load(Ordering::SeqCst));
 }
 
@@ -701,7 +714,7 @@ fn drop_during_a_panic_does_not_wait_for_the_drain() {
     });
     wait_for("the unwind to finish without waiting for the blocked item", || unwound.load(Ordering::SeqCst));
     assert!(!done.load(Ordering::SeqCst));
-    t.join().unwrap();
+    support::join("the panicking owner", t);
     gate.open();
     wait_for("the blocked item to finish", || done.load(Ordering::SeqCst));
 }
@@ -734,8 +747,8 @@ fn flush_and_drain_from_own_item_warn_and_return() {
             let slot = slot.clone();
             move || {
                 let wq = slot.lock().unwrap().clone().expect("workqueue in the slot");
-                wq.flush();
-                wq.drain();
+                support::bounded("wq.flush()", || wq.flush());
+                support::bounded("wq.drain()", || wq.drain());
                 let f = matches!(wq.try_flush(), Err(Error::FlushFromOwnItem { op: "flush", .. }));
                 let d = matches!(wq.try_drain(), Err(Error::FlushFromOwnItem { op: "drain", .. }));
                 (f, d)

@@ -463,9 +463,12 @@ impl SlowSpawner {
 impl cmwq::Spawner for SlowSpawner {
     fn spawn(&self, req: cmwq::SpawnRequest) -> std::io::Result<std::thread::JoinHandle<()>> {
         if req.kind == cmwq::ThreadKind::Worker {
+            // At most a deadline: a test that failed before releasing it must not leave its
+            // manager blocked here, or the runtime's drop would wait for it forever.
+            let t = std::time::Instant::now();
             let mut g = self.gate.lock().unwrap();
-            while *g {
-                g = self.cv.wait(g).unwrap();
+            while *g && t.elapsed() < support::DEADLINE {
+                g = self.cv.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
             }
         }
         cmwq::ThreadSpawner.spawn(req)
@@ -496,6 +499,13 @@ fn r12_extra_work_while_the_manager_struggles() {
     slow.set_blocking(true);
     // x2 spins (counted as running) until told to stop.
     let stop_spin = Arc::new(AtomicBool::new(false));
+    // Whatever happens, the spinner stops, the spawner lets go and x1 ends when the test does.
+    let (ss, sl, g1) = (stop_spin.clone(), slow.clone(), gate1.clone());
+    let _release = support::OnDrop(move || {
+        ss.store(true, Ordering::SeqCst);
+        sl.set_blocking(false);
+        g1.open();
+    });
     let ss = stop_spin.clone();
     b.queue_on(
         0,
@@ -788,11 +798,11 @@ fn flush_dependency_is_warned_about() {
     let before = cmwq::flush_dependency_warnings();
     let (p, o) = (plain.clone(), other.clone());
     let w = Work::new(move |_| {
-        o.flush();
-        p.flush();
-        p.flush();
+        support::bounded("o.flush()", || o.flush());
+        support::bounded("p.flush()", || p.flush());
+        support::bounded("p.flush()", || p.flush());
     });
     reclaim.queue(&w);
-    w.flush();
+    support::bounded("w.flush()", || w.flush());
     assert_eq!(cmwq::flush_dependency_warnings(), before + 1);
 }

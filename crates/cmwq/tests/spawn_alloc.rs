@@ -99,7 +99,7 @@ fn large_and_over_aligned_closures_run_once_and_drop_what_they_captured() {
             }));
         }
     }
-    wq.flush();
+    support::bounded("wq.flush()", || wq.flush());
     assert_eq!(ran.load(Ordering::SeqCst), 100);
     let even: usize = (0..100).step_by(2).map(|k| 8 * k).sum();
     let odd: usize = (1..100).step_by(2).map(|k| 64 * k).sum();

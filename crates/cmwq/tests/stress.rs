@@ -226,7 +226,7 @@ fn flush_and_check(s: &Setup, q: usize) {
     let l = &s.ledger;
     let ids: Vec<usize> = (0..PLAIN).filter(|&id| s.items[id].0 == q).collect();
     let before: Vec<u32> = ids.iter().map(|&id| l.accepted[id].load(Ordering::SeqCst)).collect();
-    s.wqs[q].flush();
+    support::bounded("s.wqs[q].flush()", || s.wqs[q].flush());
     for (k, &id) in ids.iter().enumerate() {
         let settled = l.settled(id);
         assert!(settled >= before[k], "item {id}: flush returned with {settled} of {} settled", before[k]);
@@ -281,12 +281,12 @@ fn run_stress(cpus: usize, producers: usize) {
     }
     stop.store(true, Ordering::SeqCst);
     for h in handles {
-        h.join().unwrap_or_else(|_| panic!("a producer failed (seed {seed})"));
+        support::join(&format!("a producer (seed {seed})"), h);
     }
     // Quiescence: fire armed timers, flush, then the ledger must settle.
     for (_, i) in &s.items {
         if let Item::Delayed(d) = i {
-            d.flush();
+            support::bounded("d.flush()", || d.flush());
         }
     }
     for q in 0..s.wqs.len() {

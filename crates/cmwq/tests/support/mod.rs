@@ -54,6 +54,49 @@ pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'sta
     join(what, std::thread::spawn(f))
 }
 
+/// Aborts the test process, naming `what`, if it is still armed [`DEADLINE`] after it was
+/// armed: the deadline of a call that can hang and cannot take one itself, run on the test's
+/// own thread (a panic cannot be sent into a blocked thread, so a hang ends the process
+/// instead of blocking CI; the message goes to the real stderr, past libtest's capture).
+/// Dropping it disarms it.
+pub struct Watchdog(Option<std::sync::mpsc::Sender<()>>);
+
+impl Watchdog {
+    #[track_caller]
+    pub fn arm(what: &str) -> Watchdog {
+        Watchdog::arm_for(what, DEADLINE)
+    }
+
+    #[track_caller]
+    pub fn arm_for(what: &str, deadline: Duration) -> Watchdog {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let what = format!("{what} (at {})", std::panic::Location::caller());
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(deadline) {
+                use std::io::Write;
+                let msg = format!("\nwatchdog: {what} did not return within {deadline:?}: aborting\n");
+                let _ = std::io::stderr().write_all(msg.as_bytes());
+                std::process::abort();
+            }
+        });
+        Watchdog(Some(tx))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Disconnecting wakes the watchdog thread, which then exits.
+        self.0.take();
+    }
+}
+
+/// Calls `f` (a `flush`, `drain` or `destroy` that could hang) under a [`Watchdog`].
+#[track_caller]
+pub fn bounded<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let _w = Watchdog::arm(what);
+    f()
+}
+
 /// A one-shot gate: `wait` blocks (in a condvar, state S) until `open`.
 #[derive(Default, Clone)]
 pub struct Latch(Arc<(Mutex<bool>, Condvar)>);
@@ -106,6 +149,16 @@ pub struct OpenOnDrop(Latch);
 impl Drop for OpenOnDrop {
     fn drop(&mut self) {
         self.0.open();
+    }
+}
+
+/// Runs a closure when dropped: clean-up that must happen also when the test fails halfway
+/// (releasing what items block on, so that the runtime's drop does not wait for them).
+pub struct OnDrop<F: FnMut()>(pub F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }
 
