@@ -9,9 +9,10 @@
 //! while operations run, so queued items wait on inactive lists and every return value is
 //! decided by the state alone. Items run only in *run windows* (the `Run`, `Flush`,
 //! `FlushWq` and `Drain` steps): the test thaws, waits (with a deadline) until the items the
-//! model expects to run have run and nothing is in flight, and freezes again. A flush of one
-//! item is started while frozen, on a helper thread, and the runtime is thawed only once its
-//! barrier is in place (one more entry in flight), so its return value is deterministic too.
+//! model expects to run have run and nothing is in flight, and freezes again. A flush is
+//! started while frozen, on a helper thread, and the runtime is thawed only once it waits (an
+//! item's flush: its barrier is in flight; a workqueue's flush or drain: a pwq is armed for its
+//! colour), so its return value is deterministic and a flush that returns too early is caught.
 //! Timers fire on the timer thread after `ManualClock::advance`: the test waits until the
 //! items the model says are due are queued. Spawn failures (`FailingSpawner` switched to
 //! `Always`) leave runs to the rescuers (every workqueue is `mem_reclaim`): the mayday timer
@@ -630,6 +631,14 @@ impl Sut {
         self.rt.freeze();
     }
 
+    /// A flush that returned while frozen cannot have waited for anything: checked before the
+    /// thaw, so that an early return is caught whatever the workers' speed.
+    fn check_early_return<T: Send + 'static>(&self, m: &Model, call: &Call<T>, what: &str) {
+        if call.is_finished() {
+            self.check_ran(m, what);
+        }
+    }
+
     fn check_ran(&self, m: &Model, what: &str) {
         for &i in &m.last.must_have_run {
             assert_eq!(self.probe.done(i), m.items[i].runs, "{what} returned before item {i} had run");
@@ -687,6 +696,7 @@ impl Sut {
                     Some(n) => wait_for("the flush's barrier", || call.is_finished() || self.total_in_flight() == n),
                     None => wait_for("the flush of an idle item to return", || call.is_finished()),
                 }
+                self.check_early_return(m, &call, "Work::flush");
                 self.thaw();
                 self.wait_ticking("the flush to return", || call.is_finished());
                 let r = call.result();
@@ -697,8 +707,19 @@ impl Sut {
             Op::FlushWq { wq } | Op::Drain { wq } => {
                 let q = self.wqs[wq].clone();
                 let drain = matches!(op, Op::Drain { .. });
-                self.thaw();
+                // Started frozen, like an item's flush: with items queued it must arm a pwq for
+                // its colour and wait; with none it must return at once. Either way a flush that
+                // returns too early is caught whatever the workers' speed.
                 let call = Call::start(move || if drain { q.drain() } else { q.flush() });
+                if m.last.must_have_run.is_empty() {
+                    wait_for("the flush or drain of an empty workqueue to return", || call.is_finished());
+                } else {
+                    wait_for("the flush or drain to wait for its colour", || {
+                        call.is_finished() || self.wqs[wq].pwqs().iter().any(|p| p.flush_color.is_some())
+                    });
+                }
+                self.check_early_return(m, &call, if drain { "Workqueue::drain" } else { "Workqueue::flush" });
+                self.thaw();
                 self.wait_ticking("the workqueue flush or drain to return", || call.is_finished());
                 call.result();
                 self.check_ran(m, if drain { "Workqueue::drain" } else { "Workqueue::flush" });
@@ -760,6 +781,9 @@ impl StateMachineTest for WqTest {
             );
         }
         assert!(!sut.rt.freeze_busy(), "an item is active while frozen");
+        for (wq, q) in sut.wqs.iter().enumerate() {
+            assert!(q.pwqs().iter().all(|p| p.flush_color.is_none()), "workqueue {wq}: a flush colour is still armed");
+        }
         let runs: u64 = m.items.iter().map(|it| u64::from(it.runs)).sum();
         let (started, completed) =
             sut.wqs.iter().map(Workqueue::stats).fold((0, 0), |(s, c), st| (s + st.started, c + st.completed));
@@ -819,6 +843,10 @@ fn config() -> Config {
             .is_none()
             .then(|| Box::new(FileFailurePersistence::Direct("tests/model.proptest-regressions")) as _),
         max_shrink_iters: 2048,
+        // A failure that is a hang costs a 20 s deadline per case tried: shrinking stops after
+        // a minute (`PROPTEST_MAX_SHRINK_TIME`, in ms, overrides) and reports the smallest case
+        // found so far.
+        max_shrink_time: std::env::var("PROPTEST_MAX_SHRINK_TIME").ok().and_then(|s| s.parse().ok()).unwrap_or(60_000),
         ..Config::default()
     }
 }
