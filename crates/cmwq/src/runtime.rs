@@ -307,6 +307,9 @@ pub struct RuntimeBuilder {
     config: Config,
     clock: Clock,
     spawner: Arc<dyn Spawner>,
+    /// Build without service threads and workers (`build_for_model`).
+    #[cfg(all(test, loom))]
+    model: bool,
 }
 
 impl Default for RuntimeBuilder {
@@ -329,6 +332,8 @@ impl Default for RuntimeBuilder {
             },
             clock: Clock::real(),
             spawner: Arc::new(ThreadSpawner),
+            #[cfg(all(test, loom))]
+            model: false,
         }
     }
 }
@@ -420,6 +425,21 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The knobs as set so far, for the loom models' pools (which have no runtime).
+    #[cfg(all(test, loom))]
+    pub(crate) fn into_config(self) -> Config {
+        self.config
+    }
+
+    /// The runtime without its timer and monitor threads and without workers, for the loom
+    /// models: a model starts the workers it wants (`manager::create_worker`) and fires timers
+    /// itself (`TimerService::fire_due`).
+    #[cfg(all(test, loom))]
+    pub(crate) fn build_for_model(mut self) -> Runtime {
+        self.model = true;
+        self.try_build().expect("a model runtime starts no thread")
+    }
+
     /// Builds the runtime.
     ///
     /// # Panics
@@ -467,6 +487,10 @@ impl RuntimeBuilder {
             workqueues: Mutex::new(WqList::default()),
         });
         let rt = Runtime { handle: Arc::new(RuntimeHandle { shared: shared.clone() }) };
+        #[cfg(all(test, loom))]
+        if self.model {
+            return Ok(rt);
+        }
         let service = |name: &str, body: Box<dyn FnOnce() + Send>| -> Result<(), Error> {
             let req = SpawnRequest { name: name.into(), kind: ThreadKind::Service, stack_size: None, body };
             let h = env.spawner.spawn(req).map_err(Error::Spawn)?;

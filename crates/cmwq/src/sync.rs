@@ -273,3 +273,60 @@ pub(crate) mod global {
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64};
     pub(crate) use std::sync::OnceLock;
 }
+
+/// Planted bugs for the loom models' twins (`loom_models`): a switch read at exactly one spot in
+/// the real code, which a `#[should_panic]` twin sets to show that its model catches what it
+/// claims. Only under loom: normal builds have no switch and no read.
+///
+/// The switch belongs to the test's OS thread: loom runs every modelled thread as a coroutine
+/// on the thread that called `loom::model`, so all of them see it, and tests running in
+/// parallel on other threads do not. (A table keyed by the OS thread rather than std's
+/// `thread_local!`, which clippy's `disallowed_macros` cannot be told to accept here.)
+#[cfg(loom)]
+pub(crate) mod plant {
+    use std::thread::{self, ThreadId};
+
+    /// The bugs that can be planted, each read at one spot.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Bug {
+        /// `PoolGuard::drop` (inbox step 2) returns after unlocking without its second look.
+        InboxNoSecondLook,
+        /// `WorkerPool::submit` (inbox step 3) leaves out its `SeqCst` fence.
+        InboxQueuerNoFence,
+        /// `WorkState::try_claim_pending` is a load and a store instead of one RMW.
+        ClaimNotAtomic,
+        /// `steal_queued` (cancel) leaves out its re-check, under the pool lock, that the item
+        /// is still queued there.
+        CancelStealUnchecked,
+        /// `grab_pending` takes an item in transit (PENDING held by a queuer or a firing
+        /// timer, not yet on a list) as stolen instead of waiting for it to land.
+        GrabInTransitAsStolen,
+        /// `DelayedTimer::fire_now` returns at once when the timer is firing instead of
+        /// waiting for the callback to queue the item.
+        FireNowNoWait,
+        /// `worker_thread` drops the pool lock before entering the idle list, then retakes it.
+        WorkerIdleAfterUnlock,
+    }
+
+    /// The planted bug of each OS thread that has one.
+    static PLANTED: std::sync::Mutex<Vec<(ThreadId, Bug)>> = std::sync::Mutex::new(Vec::new());
+
+    fn planted() -> std::sync::MutexGuard<'static, Vec<(ThreadId, Bug)>> {
+        PLANTED.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `bug` is planted on this OS thread.
+    pub(crate) fn is(bug: Bug) -> bool {
+        let me = thread::current().id();
+        planted().iter().any(|&(t, b)| t == me && b == bug)
+    }
+
+    /// Plants `bug` (or none) for the models run on this OS thread afterwards.
+    #[cfg(test)]
+    pub(crate) fn set(bug: Option<Bug>) {
+        let me = thread::current().id();
+        let mut p = planted();
+        p.retain(|&(t, _)| t != me);
+        p.extend(bug.map(|b| (me, b)));
+    }
+}

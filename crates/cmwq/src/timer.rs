@@ -88,34 +88,42 @@ impl TimerService {
 
     /// The timer thread's body.
     pub(crate) fn run(&self) {
-        loop {
-            let mut due: Vec<Callback> = Vec::new();
-            let next = {
-                let mut l = self.locked.lock();
-                if l.stop {
-                    return;
-                }
-                let now = self.clock.now();
-                while let Some(Reverse((t, id))) = l.heap.peek().copied() {
-                    if !l.callbacks.contains_key(&id) {
-                        l.heap.pop();
-                        continue;
-                    }
-                    if t > now {
-                        break;
-                    }
-                    l.heap.pop();
-                    due.extend(l.callbacks.remove(&id));
-                }
-                l.heap.peek().map(|Reverse((t, _))| *t)
-            };
-            if !due.is_empty() {
-                for f in due {
-                    f();
-                }
-                continue;
+        while let Some((fired, next)) = self.fire_due() {
+            if fired == 0 {
+                self.clock.wait_until(&self.sleeper, next);
             }
-            self.clock.wait_until(&self.sleeper, next);
         }
+    }
+
+    /// One pass of the timer thread: takes every callback due on the clock (from then on
+    /// `cancel` fails for them: they are firing) and calls them, without the lock. Returns how
+    /// many it called and the next deadline, or `None` once stopped. The loom models call it
+    /// as the timer thread's step.
+    pub(crate) fn fire_due(&self) -> Option<(usize, Option<Instant>)> {
+        let mut due: Vec<Callback> = Vec::new();
+        let next = {
+            let mut l = self.locked.lock();
+            if l.stop {
+                return None;
+            }
+            let now = self.clock.now();
+            while let Some(Reverse((t, id))) = l.heap.peek().copied() {
+                if !l.callbacks.contains_key(&id) {
+                    l.heap.pop();
+                    continue;
+                }
+                if t > now {
+                    break;
+                }
+                l.heap.pop();
+                due.extend(l.callbacks.remove(&id));
+            }
+            l.heap.peek().map(|Reverse((t, _))| *t)
+        };
+        let fired = due.len();
+        for f in due {
+            f();
+        }
+        Some((fired, next))
     }
 }

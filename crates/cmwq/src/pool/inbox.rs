@@ -42,6 +42,7 @@
 
 use super::{Item, PoolLocked, WorkerPool};
 use crate::sync::{fence, Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::work::Work;
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 
@@ -172,6 +173,14 @@ impl WorkerPool {
         PoolGuard { pool: self, g: Some(self.lock.lock()) }
     }
 
+    /// Queues `work`, whose PENDING the caller owns, on pwq `slot` of this pool: records the
+    /// pool in its state word, then appends it (step 3). The last step of `queue`.
+    #[inline]
+    pub(crate) fn submit_work(self: &Arc<Self>, slot: u32, work: Work) {
+        work.state().set_target(self.id);
+        self.submit(slot, Item::Work(work));
+    }
+
     /// Queues `item` (a work item whose PENDING the caller owns, with this pool recorded in
     /// its state, or a one-shot closure) on pwq `slot` without waiting for the pool lock
     /// (protocol step 3).
@@ -182,7 +191,13 @@ impl WorkerPool {
             return;
         }
         // Pairs with the fence in `PoolGuard::drop`: see the module docs.
-        fence(Ordering::SeqCst);
+        #[cfg(loom)]
+        let planted = crate::sync::plant::is(crate::sync::plant::Bug::InboxQueuerNoFence);
+        #[cfg(not(loom))]
+        let planted = false;
+        if !planted {
+            fence(Ordering::SeqCst);
+        }
         if self.inbox.running.load(Ordering::Relaxed) > 0 {
             // A worker counts as running and will take the lock again (see `PoolGuard::drop`):
             // leave the move to it. A queuer that moved its own entry took the pool lock for
@@ -264,6 +279,10 @@ impl Drop for PoolGuard<'_> {
             }
             // Pairs with the fence in `WorkerPool::submit`: see the module docs.
             fence(Ordering::SeqCst);
+            #[cfg(loom)]
+            if crate::sync::plant::is(crate::sync::plant::Bug::InboxNoSecondLook) {
+                return;
+            }
             if self.pool.inbox.is_empty() {
                 return;
             }

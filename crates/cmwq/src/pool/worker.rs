@@ -103,6 +103,11 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
             g.worker_set_flags(me, flags::PREP);
             break;
         }
+        #[cfg(loom)]
+        if crate::sync::plant::is(crate::sync::plant::Bug::WorkerIdleAfterUnlock) {
+            drop(g);
+            g = pool.lock();
+        }
         pool.worker_enter_idle(&mut g, me);
         drop(g);
         drop(deferred.take());

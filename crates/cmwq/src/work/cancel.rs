@@ -45,6 +45,10 @@ pub(crate) fn grab_pending(work: &Work, timer: Option<&dyn TimerSteal>) -> Grabb
         if steal_queued(work) {
             return Grabbed::Pending;
         }
+        #[cfg(loom)]
+        if crate::sync::plant::is(crate::sync::plant::Bug::GrabInTransitAsStolen) {
+            return Grabbed::Pending;
+        }
         crate::sync::thread::yield_now();
     }
 }
@@ -59,7 +63,11 @@ fn steal_queued(work: &Work) -> bool {
     // Locking the pool moves its inbox, where a pending item in transit may sit.
     let mut g = pool.lock();
     let snap = work.state().load();
-    if !(snap.is_queued() && snap.last_pool() == Some(pool.id)) {
+    #[cfg(loom)]
+    let recheck = !crate::sync::plant::is(crate::sync::plant::Bug::CancelStealUnchecked);
+    #[cfg(not(loom))]
+    let recheck = true;
+    if recheck && !(snap.is_queued() && snap.last_pool() == Some(pool.id)) {
         return false;
     }
     if work.node() == NO_NODE {

@@ -107,6 +107,10 @@ impl DelayedTimer {
                 Some(_) => {
                     // Firing: the callback will take the record and queue the item.
                     drop(l);
+                    #[cfg(loom)]
+                    if crate::sync::plant::is(crate::sync::plant::Bug::FireNowNoWait) {
+                        return false;
+                    }
                     crate::sync::thread::yield_now();
                 }
                 None => {

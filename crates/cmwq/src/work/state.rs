@@ -86,6 +86,15 @@ impl WorkState {
     /// set: the pending instance will run and covers this request. One atomic RMW.
     #[inline]
     pub(crate) fn try_claim_pending(&self) -> bool {
+        #[cfg(loom)]
+        if crate::sync::plant::is(crate::sync::plant::Bug::ClaimNotAtomic) {
+            let s = self.0.load(Ordering::Acquire);
+            if s & PENDING != 0 {
+                return false;
+            }
+            self.0.store(s | PENDING, Ordering::Release);
+            return true;
+        }
         self.0.fetch_or(PENDING, Ordering::AcqRel) & PENDING == 0
     }
 

@@ -527,8 +527,7 @@ impl WqShared {
                 pwq
             }
         };
-        work.state().set_target(pwq.pool.id);
-        pwq.pool.submit(pwq.slot, Item::Work(work));
+        pwq.pool.submit_work(pwq.slot, work);
     }
 
     /// Whether every pwq is empty: nothing active, nothing inactive (`pwq_is_empty`).
