@@ -32,6 +32,8 @@ mod debug;
 mod error;
 mod flush;
 mod introspect;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod monitor;
 mod pool;
 mod pwq;

@@ -1,0 +1,212 @@
+//! loom models of cmwq's protocols, run on the crate's real code through the sync facade.
+//!
+//! Run them alone (the loom lane; docs/testing.md):
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p cmwq --lib --release loom_models -- --nocapture
+//! ```
+//!
+//! Each model has at most 3 modelled threads (the test's own included) and a preemption bound
+//! (`LOOM_MAX_PREEMPTIONS` overrides it), and prints the executions it explored. Each has a
+//! planted-bug twin, `#[should_panic]`, that switches on one bug in the real code
+//! (`crate::sync::plant`, compiled only under loom) and shows the model catches it.
+//!
+//! # What a model gets (the fixture below), and what to know to write one
+//!
+//! * A real [`WorkerPool`] (per-CPU, so concurrency managed, `cpu` 0) on an [`Env`] with a
+//!   `ManualClock` and the default `ThreadSpawner`, which under loom spawns *loom* threads:
+//!   [`manager::create_worker`] gives a real worker running the real `worker_thread`. No
+//!   timer or monitor thread runs (a model calls what a timer would, as a step). One pwq
+//!   (`slot`) of a bare workqueue ([`WqInfo`] without rescuer).
+//! * The pool's invariant that a worker starts items only with another idle in reserve is met
+//!   by a record without a thread (`Fixture::reserve`), registered idle *before* the real
+//!   worker so that a kick (LIFO) never picks it while the real one is idle.
+//! * Queue with [`Fixture::queue`]: the claim of PENDING, then `WorkerPool::submit_work`, the
+//!   real tail of `Workqueue::queue` (what it leaves out, the disable and destroying checks,
+//!   changes no ownership).
+//! * End a model with [`Fixture::shutdown`] (DIE, unpark, join: the real exit path), after
+//!   waiting for the runs it expects on a [`Runs`] latch. A run that never comes leaves every
+//!   thread blocked, which loom reports as a deadlock: lost work and lost wake-ups fail that
+//!   way.
+//! * Everything loom-made must be dropped inside the model closure (loom objects belong to one
+//!   execution): keep the fixture local to it. `Arc` is std's under loom (no `Weak` in loom),
+//!   so loom checks no `Arc` leak; check counts yourself if a model needs it.
+//! * Spin loops in the code (`grab_pending`, `fire_now`) yield through the facade, so loom
+//!   deprioritizes the spinning thread; a model where a spin can wait on a thread that never
+//!   runs exceeds `LOOM_MAX_BRANCHES` instead of hanging.
+//! * Cost: a real worker's loop has a few dozen scheduling points; with 3 threads keep the
+//!   preemption bound at 2 (3 with 2 threads). Counts and times are printed per model.
+
+mod delayed_timer;
+mod idle_wake;
+mod inbox;
+mod work_state;
+
+use crate::clock::{ManualClock, Sleeper};
+use crate::flush::FlushShared;
+use crate::monitor::Monitor;
+use crate::pool::{flags, manager, WorkerPool, WorkerRec};
+use crate::pwq::PwqLocked;
+use crate::runtime::Env;
+use crate::spawn::ThreadSpawner;
+use crate::sync::plant::{self, Bug};
+use crate::sync::{thread, Arc, AtomicBool, AtomicUsize, Condvar, Mutex, Parker};
+use crate::timer::TimerService;
+use crate::work::Work;
+use crate::workqueue::{WqFlags, WqInfo};
+
+/// Runs `model` under loom with `preemptions` as the bound (unless `LOOM_MAX_PREEMPTIONS` is
+/// set), with `bug` planted, and prints how many executions it explored and how long it took.
+#[allow(clippy::disallowed_types)] // The count outlives the executions: a real atomic.
+pub(super) fn check(name: &'static str, preemptions: usize, bug: Option<Bug>, model: fn()) {
+    /// Prints the count even when the model fails (the planted twins).
+    struct Report {
+        name: &'static str,
+        runs: Arc<std::sync::atomic::AtomicUsize>,
+        #[allow(clippy::disallowed_methods)]
+        start: std::time::Instant,
+    }
+    impl Drop for Report {
+        fn drop(&mut self) {
+            plant::set(None);
+            println!(
+                "loom model {}: {} executions in {:.2?}{}",
+                self.name,
+                self.runs.load(std::sync::atomic::Ordering::Relaxed),
+                self.start.elapsed(),
+                if std::thread::panicking() { " (failed)" } else { "" }
+            );
+        }
+    }
+    #[allow(clippy::disallowed_methods)] // Run time of the model, for the report only.
+    let start = std::time::Instant::now();
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _report = Report { name, runs: runs.clone(), start };
+    plant::set(bug);
+    let mut b = loom::model::Builder::new();
+    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        b.preemption_bound = Some(preemptions);
+    }
+    b.check(move || {
+        runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        model();
+    });
+}
+
+/// Counts runs of work functions; waits for a number of them.
+#[derive(Default)]
+pub(super) struct Runs {
+    n: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Runs {
+    pub(super) fn add(&self) {
+        *self.n.lock() += 1;
+        self.cv.notify_all();
+    }
+
+    /// Blocks until at least `n` runs happened (loom reports a deadlock if they never do).
+    pub(super) fn wait_for(&self, n: usize) {
+        let mut g = self.n.lock();
+        while *g < n {
+            self.cv.wait(&mut g);
+        }
+    }
+
+    pub(super) fn get(&self) -> usize {
+        *self.n.lock()
+    }
+}
+
+/// A pool, one pwq on it, a reserve idle record, and optionally a real worker.
+pub(super) struct Fixture {
+    pub(super) pool: Arc<WorkerPool>,
+    pub(super) slot: u32,
+    /// The real worker's id and thread, if started.
+    worker: Option<(usize, thread::JoinHandle<()>)>,
+}
+
+impl Fixture {
+    /// The pool and its pwq, with a reserve idle record (no thread) and, if `with_worker`, a
+    /// real worker created by the manager's `create_worker`.
+    pub(super) fn new(with_worker: bool) -> Fixture {
+        let clock = ManualClock::new().clock();
+        let config = crate::Runtime::builder().cpus(1).pin_workers(false).into_config();
+        let env = Arc::new(Env {
+            config,
+            timers: TimerService::new(clock.clone()),
+            clock,
+            spawner: Arc::new(ThreadSpawner),
+            monitor: Monitor::new(),
+        });
+        let pool = WorkerPool::new(Some(0), false, env);
+        let info = Arc::new(WqInfo {
+            id: 0,
+            name: "loom".into(),
+            flags: WqFlags::default(),
+            destroying: AtomicBool::new(false),
+            nr_drainers: AtomicUsize::new(0),
+            drained: Sleeper::new(),
+            flush: FlushShared::default(),
+            panic_handler: None,
+            rescuer: None,
+        });
+        let slot = pool.lock().pwqs.insert(PwqLocked::new(info, crate::WQ_DFL_ACTIVE)) as u32;
+        Fixture::reserve(&pool, true);
+        let worker = with_worker.then(|| {
+            manager::create_worker(&pool).expect("create the worker");
+            let mut g = pool.lock();
+            let (id, rec) = g.workers.iter_mut().find(|(_, w)| w.handle.is_some()).expect("the new worker");
+            (id, rec.handle.take().expect("its thread"))
+        });
+        Fixture { pool, slot, worker }
+    }
+
+    /// Registers a worker record without a thread, idle if `idle` (else busy: counting as
+    /// running once PREP is cleared). Returns its id.
+    pub(super) fn reserve(pool: &Arc<WorkerPool>, idle: bool) -> usize {
+        let parker = Parker::new();
+        let now = pool.env.clock.now();
+        let mut g = pool.lock();
+        let id = g.workers.insert(WorkerRec::new(flags::PREP, parker.unparker().clone(), now));
+        g.nr_workers += 1;
+        if idle {
+            pool.worker_enter_idle(&mut g, id);
+        }
+        id
+    }
+
+    /// Claims PENDING of `work` and queues it on the pwq, as `Workqueue::queue` does; `false`
+    /// if it was pending already.
+    pub(super) fn queue(&self, work: &Work) -> bool {
+        if !work.state().try_claim_pending() {
+            return false;
+        }
+        self.pool.submit_work(self.slot, work.clone());
+        true
+    }
+
+    /// Tells the real worker to exit and joins it (the runtime's shutdown path).
+    pub(super) fn shutdown(mut self) {
+        let Some((id, handle)) = self.worker.take() else { return };
+        let unparker = {
+            let mut g = self.pool.lock();
+            g.workers[id].flags |= flags::DIE;
+            g.workers[id].unparker.clone()
+        };
+        unparker.unpark();
+        handle.join().expect("the worker exits");
+    }
+}
+
+/// A work item counting its runs on `runs`.
+pub(super) fn counted_work(runs: &Arc<Runs>) -> Work {
+    Work::new(counted_work_fn(runs))
+}
+
+/// A work function counting its runs on `runs`.
+pub(super) fn counted_work_fn(runs: &Arc<Runs>) -> impl Fn(&Work) + Send + Sync + 'static {
+    let runs = runs.clone();
+    move |_w: &Work| runs.add()
+}
