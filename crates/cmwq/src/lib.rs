@@ -61,7 +61,7 @@ pub use runtime::{
     Runtime, RuntimeBuilder, CM_MIN_TICK, CM_TICK, CPU_INTENSIVE_THRESH, CREATE_COOLDOWN, IDLE_WORKER_TIMEOUT,
     MAX_CPUS, MAYDAY_INITIAL_TIMEOUT, MAYDAY_INTERVAL,
 };
-pub use spawn::{FailMode, FailingSpawner, SpawnRequest, Spawner, ThreadKind, ThreadSpawner};
+pub use spawn::{FailMode, FailingSpawner, SpawnRequest, Spawner, ThreadHandle, ThreadKind, ThreadSpawner};
 pub use stats::WqStats;
 pub use warn::{Warning, WarningKind, MAX_NAMED};
 pub use work::delayed::DelayedWork;

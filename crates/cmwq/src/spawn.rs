@@ -42,11 +42,16 @@ impl fmt::Debug for SpawnRequest {
     }
 }
 
+/// The handle a [`Spawner`] returns for the thread it started: `std::thread::JoinHandle<()>`
+/// (under `--cfg loom` or `--cfg shuttle`, the model checker's, so that a spawner written
+/// against this name builds in every configuration).
+pub type ThreadHandle = thread::JoinHandle<()>;
+
 /// Creates threads for a runtime. Implement it to control thread creation (names, stacks,
 /// failures); the default is [`ThreadSpawner`].
 pub trait Spawner: Send + Sync + fmt::Debug + 'static {
     /// Starts `req.body` on a new thread, or says why it cannot.
-    fn spawn(&self, req: SpawnRequest) -> io::Result<thread::JoinHandle<()>>;
+    fn spawn(&self, req: SpawnRequest) -> io::Result<ThreadHandle>;
 }
 
 /// The default spawner: `std::thread::Builder` with the request's name and stack size (through
@@ -58,7 +63,7 @@ pub trait Spawner: Send + Sync + fmt::Debug + 'static {
 pub struct ThreadSpawner;
 
 impl Spawner for ThreadSpawner {
-    fn spawn(&self, req: SpawnRequest) -> io::Result<thread::JoinHandle<()>> {
+    fn spawn(&self, req: SpawnRequest) -> io::Result<ThreadHandle> {
         let slot = crate::thread_budget::acquire()?;
         let body = req.body;
         // On failure the closure, and the slot with it, is dropped at once.
@@ -221,7 +226,7 @@ impl fmt::Debug for FailingSpawner {
 }
 
 impl Spawner for FailingSpawner {
-    fn spawn(&self, req: SpawnRequest) -> io::Result<thread::JoinHandle<()>> {
+    fn spawn(&self, req: SpawnRequest) -> io::Result<ThreadHandle> {
         if self.should_fail(req.kind) {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "FailingSpawner: thread creation refused"));
@@ -258,7 +263,7 @@ impl Spawner for FailingSpawner {
 }
 
 impl<S: Spawner> Spawner for Arc<S> {
-    fn spawn(&self, req: SpawnRequest) -> io::Result<thread::JoinHandle<()>> {
+    fn spawn(&self, req: SpawnRequest) -> io::Result<ThreadHandle> {
         (**self).spawn(req)
     }
 }

@@ -8,8 +8,6 @@
 //! worker, waiting out its cooldown. A has `mem_reclaim`, B does not.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 // Tests act as users: real threads and time.
-// Real threads: its spawner returns std's JoinHandle, which the checkers' `Spawner` does not.
-#![cfg(not(any(loom, shuttle)))]
 
 mod support;
 
@@ -461,7 +459,7 @@ impl SlowSpawner {
 }
 
 impl cmwq::Spawner for SlowSpawner {
-    fn spawn(&self, req: cmwq::SpawnRequest) -> std::io::Result<std::thread::JoinHandle<()>> {
+    fn spawn(&self, req: cmwq::SpawnRequest) -> std::io::Result<cmwq::ThreadHandle> {
         if req.kind == cmwq::ThreadKind::Worker {
             // At most a deadline: a test that failed before releasing it must not leave its
             // manager blocked here, or the runtime's drop would wait for it forever.

@@ -349,7 +349,7 @@ impl Drop for ThreadExit {
 }
 
 impl cmwq::Spawner for CountingSpawner {
-    fn spawn(&self, req: cmwq::SpawnRequest) -> std::io::Result<std::thread::JoinHandle<()>> {
+    fn spawn(&self, req: cmwq::SpawnRequest) -> std::io::Result<cmwq::ThreadHandle> {
         self.0.live.fetch_add(1, Ordering::SeqCst);
         let exit = ThreadExit(self.0.clone());
         let body = req.body;
