@@ -84,3 +84,14 @@ fn loom_idle_wake_two_queuers_planted_idle_after_unlock() {
         two_queuers_to_idle_worker,
     );
 }
+
+#[test]
+#[should_panic(expected = "deadlock")]
+fn loom_idle_wake_queue_twice_planted_idle_after_unlock() {
+    check(
+        "idle_wake_queue_twice (planted: idle after unlock)",
+        3,
+        Some(Bug::WorkerIdleAfterUnlock),
+        queue_twice_to_idle_worker,
+    );
+}
