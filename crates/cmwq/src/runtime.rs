@@ -425,12 +425,6 @@ impl RuntimeBuilder {
         self
     }
 
-    /// The knobs as set so far, for the loom models' pools (which have no runtime).
-    #[cfg(all(test, loom))]
-    pub(crate) fn into_config(self) -> Config {
-        self.config
-    }
-
     /// The runtime without its timer and monitor threads and without workers, for the loom
     /// models: a model starts the workers it wants (`manager::create_worker`) and fires timers
     /// itself (`TimerService::fire_due`).

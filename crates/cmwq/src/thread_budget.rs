@@ -11,7 +11,7 @@
 //! creation, `EAGAIN`, which the pools retry and rescuers cover) once its threads alive would
 //! use more than three quarters of the limit, leaving the rest to the program.
 
-use crate::sync::global::{AtomicU64, OnceLock};
+use crate::sync::global::OnceLock;
 use crate::sync::Ordering;
 use std::io;
 
@@ -26,7 +26,8 @@ pub(crate) const DEFAULT_MAX_MAP_COUNT: usize = 65530;
 /// Threads of the default spawner alive now, process-wide (a real atomic in every build: it
 /// counts OS threads, which outlive a model execution). Relaxed: a counter, ordering
 /// nothing; `fetch_update` keeps it within the limit.
-static LIVE: AtomicU64 = AtomicU64::new(0);
+#[allow(clippy::disallowed_types)] // The real atomic on purpose (crate::sync::global).
+static LIVE: crate::sync::global::AtomicU64 = crate::sync::global::AtomicU64::new(0);
 
 /// The most threads of the default spawner alive at once: three quarters of
 /// `vm.max_map_count`, over [`VMAS_PER_THREAD`].

@@ -19,7 +19,10 @@
 //!   pool asks first, so the cell only requires that everything runs once creation works.
 //! * An unbound or ordered workqueue cannot be created without its first worker
 //!   (`AlwaysFromStart`): the build fails with `Error::Spawn`, and succeeds once creation works.
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // Tests act as users: real threads and time.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+// Tests act as users: real threads and time.
+// Real threads and std's JoinHandle (support::join): not a model-checker test.
+#![cfg(not(any(loom, shuttle)))]
 
 mod support;
 

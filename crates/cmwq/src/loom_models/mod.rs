@@ -13,11 +13,12 @@
 //!
 //! # What a model gets (the fixture below), and what to know to write one
 //!
-//! * A real [`WorkerPool`] (per-CPU, so concurrency managed, `cpu` 0) on an [`Env`] with a
-//!   `ManualClock` and the default `ThreadSpawner`, which under loom spawns *loom* threads:
-//!   [`manager::create_worker`] gives a real worker running the real `worker_thread`. No
-//!   timer or monitor thread runs (a model calls what a timer would, as a step). One pwq
-//!   (`slot`) of a bare workqueue ([`WqInfo`] without rescuer).
+//! * The real [`WorkerPool`] of CPU 0 (concurrency managed) of a runtime without threads
+//!   (`RuntimeBuilder::build_for_model`), with a `ManualClock` and the default
+//!   `ThreadSpawner`, which under loom spawns *loom* threads: [`manager::create_worker`] gives
+//!   a real worker running the real `worker_thread`. No timer or monitor thread runs (a model
+//!   calls what a timer would, as a step: `TimerService::fire_due`). One pwq (`slot`) of a
+//!   bare workqueue ([`WqInfo`] without rescuer), so that no destroy has to drain it.
 //! * The pool's invariant that a worker starts items only with another idle in reserve is met
 //!   by a record without a thread (`Fixture::reserve`), registered idle *before* the real
 //!   worker so that a kick (LIFO) never picks it while the real one is idle.
@@ -44,14 +45,10 @@ mod work_state;
 
 use crate::clock::{ManualClock, Sleeper};
 use crate::flush::FlushShared;
-use crate::monitor::Monitor;
 use crate::pool::{flags, manager, WorkerPool, WorkerRec};
 use crate::pwq::PwqLocked;
-use crate::runtime::Env;
-use crate::spawn::ThreadSpawner;
 use crate::sync::plant::{self, Bug};
 use crate::sync::{thread, Arc, AtomicBool, AtomicUsize, Condvar, Mutex, Parker};
-use crate::timer::TimerService;
 use crate::work::Work;
 use crate::workqueue::{WqFlags, WqInfo};
 
@@ -125,22 +122,28 @@ pub(super) struct Fixture {
     pub(super) slot: u32,
     /// The real worker's id and thread, if started.
     worker: Option<(usize, thread::JoinHandle<()>)>,
+    /// The runtime the pool belongs to (shut down when the fixture is dropped).
+    rt: Option<crate::Runtime>,
+}
+
+impl Drop for Fixture {
+    /// Shuts the runtime down, except while a model fails: after loom's deadlock panic the
+    /// execution is gone, and a shutdown touching its objects would panic again (an abort).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            std::mem::forget(self.rt.take());
+        }
+    }
 }
 
 impl Fixture {
     /// The pool and its pwq, with a reserve idle record (no thread) and, if `with_worker`, a
     /// real worker created by the manager's `create_worker`.
     pub(super) fn new(with_worker: bool) -> Fixture {
-        let clock = ManualClock::new().clock();
-        let config = crate::Runtime::builder().cpus(1).pin_workers(false).into_config();
-        let env = Arc::new(Env {
-            config,
-            timers: TimerService::new(clock.clone()),
-            clock,
-            spawner: Arc::new(ThreadSpawner),
-            monitor: Monitor::new(),
-        });
-        let pool = WorkerPool::new(Some(0), false, env);
+        // A runtime without threads: its CPU 0 pool is the model's; its knobs, clock (manual)
+        // and spawner are the defaults.
+        let rt = crate::Runtime::builder().cpus(1).pin_workers(false).clock(ManualClock::new()).build_for_model();
+        let pool = rt.shared().cpu_pools[0].clone();
         let info = Arc::new(WqInfo {
             id: 0,
             name: "loom".into(),
@@ -160,7 +163,7 @@ impl Fixture {
             let (id, rec) = g.workers.iter_mut().find(|(_, w)| w.handle.is_some()).expect("the new worker");
             (id, rec.handle.take().expect("its thread"))
         });
-        Fixture { pool, slot, worker }
+        Fixture { pool, slot, worker, rt: Some(rt) }
     }
 
     /// Registers a worker record without a thread, idle if `idle` (else busy: counting as
