@@ -204,11 +204,26 @@ impl Shared {
             // Joining would wait for ourselves; the threads exit on their own.
             return;
         }
-        for h in handles {
-            let _ = h.join();
-        }
-        for pool in self.all_pools() {
-            manager::join_exited(&pool);
+        // A manager that was inside `Spawner::spawn` when its pool started dying registers
+        // its new worker only afterwards (marked DIE by `create_worker`), so the first pass
+        // cannot have seen it: collect again after every round of joins, until a round finds
+        // nothing. It ends: a dying pool starts no creation.
+        while !handles.is_empty() {
+            for h in handles.drain(..) {
+                let _ = h.join();
+            }
+            for pool in self.all_pools() {
+                let mut g = pool.lock();
+                for (_, w) in g.workers.iter_mut() {
+                    if w.flags & flags::RESCUER == 0 {
+                        if let Some(h) = w.handle.take() {
+                            w.unparker.unpark();
+                            handles.push(h);
+                        }
+                    }
+                }
+                handles.append(&mut g.exited);
+            }
         }
     }
 }

@@ -495,3 +495,75 @@ fn a_pool_without_workers_calls_the_rescuer_for_later_items() {
     assert_eq!(wq.stats().rescued, 2);
     assert_eq!(spawner.spawned(), 3, "only the service threads and the rescuer were created");
 }
+
+/// A spawner whose next worker creation blocks until opened, and whose workers created after
+/// that start 100 ms late: a manager caught inside `spawn` by the runtime's shutdown.
+#[derive(Default)]
+struct GateSpawner {
+    block: std::sync::atomic::AtomicBool,
+    gate: support::Latch,
+    live: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for GateSpawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GateSpawner")
+    }
+}
+
+impl cmwq::Spawner for GateSpawner {
+    fn spawn(&self, req: cmwq::SpawnRequest) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let late = req.kind == cmwq::ThreadKind::Worker && self.block.swap(false, Ordering::SeqCst);
+        if late {
+            self.gate.wait();
+        }
+        let live = self.live.clone();
+        live.fetch_add(1, Ordering::SeqCst);
+        let body = req.body;
+        cmwq::ThreadSpawner.spawn(cmwq::SpawnRequest {
+            body: Box::new(move || {
+                let _exit = support::OnDrop(|| {
+                    live.fetch_sub(1, Ordering::SeqCst);
+                });
+                if late {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                body()
+            }),
+            ..req
+        })
+    }
+}
+
+/// Found by the matrix (`Never x ClockJump x Unbound`, `Never x PanicItems x MemReclaim`:
+/// "threads left after the shutdown", 2 of 40 suite runs): a manager inside `Spawner::spawn`
+/// when the runtime shut down registered its new worker after the shutdown had collected
+/// the handles to join, so the runtime's drop returned with that thread still alive.
+#[test]
+fn shutdown_joins_a_worker_created_while_it_ran() {
+    let clock = ManualClock::new();
+    let spawner = Arc::new(GateSpawner::default());
+    let rt = Runtime::builder().cpus(1).clock(&clock).spawner(spawner.clone()).build();
+    let wq = rt.workqueue("reclaim").mem_reclaim().build().unwrap();
+    let pool = |rt: &Runtime| rt.pools().into_iter().find(|p| p.cpu == Some(0) && !p.highpri).unwrap();
+    // The pool's only worker becomes manager for the item and blocks creating its reserve;
+    // the rescuer runs the item, so the workqueue can be destroyed without waiting for it.
+    spawner.block.store(true, Ordering::SeqCst);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    assert!(wq.queue_on(
+        0,
+        &Work::new(move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+    ));
+    support::wait_for("a manager inside spawn", || pool(&rt).manager_active);
+    clock.advance(cmwq::MAYDAY_INITIAL_TIMEOUT);
+    support::wait_for("the item, rescued", || ran.load(Ordering::SeqCst) == 1);
+    let dropper = std::thread::spawn(move || drop((wq, rt)));
+    // Let the shutdown collect its handles first (only the old bug needs this to show).
+    std::thread::sleep(Duration::from_millis(50));
+    spawner.gate.open();
+    support::join("the runtime's drop", dropper);
+    assert_eq!(spawner.live.load(Ordering::SeqCst), 0, "the runtime's drop returned with a thread of it alive");
+}

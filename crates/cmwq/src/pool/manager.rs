@@ -104,14 +104,6 @@ fn worker_name(pool: &WorkerPool, id: usize) -> String {
     }
 }
 
-/// Joins the threads of workers that have exited (outside the pool lock).
-pub(crate) fn join_exited(pool: &Arc<WorkerPool>) {
-    let exited = std::mem::take(&mut pool.lock().exited);
-    for h in exited {
-        let _ = h.join();
-    }
-}
-
 /// Acts as the pool's manager: creates workers until the pool no longer needs one
 /// (`manage_workers` + `maybe_create_worker`). Called and returns with the lock held; drops
 /// it meanwhile.
