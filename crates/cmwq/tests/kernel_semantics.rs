@@ -73,20 +73,26 @@ fn requeue_while_running_never_overlaps_and_stays_on_its_worker() {
     let overlaps = Arc::new(AtomicUsize::new(0));
     let threads = Arc::new(Mutex::new(Vec::<String>::new()));
     let started = Latch::new();
-    let (r2, o2, t2, s2) = (running.clone(), overlaps.clone(), threads.clone(), started.clone());
+    // The first run lasts until the requeue is done (a fixed 30 ms let a loaded machine end
+    // it first, and the requeue then rightly went to CPU 1's pool: 1 suite run of 40).
+    let requeued = Latch::new();
+    let _open = requeued.opener();
+    let (r2, o2, t2, s2, q2) = (running.clone(), overlaps.clone(), threads.clone(), started.clone(), requeued.clone());
     let w = Work::new(move |_| {
         if r2.swap(true, Ordering::SeqCst) {
             o2.fetch_add(1, Ordering::SeqCst);
         }
         t2.lock().unwrap().push(std::thread::current().name().unwrap_or("?").to_owned());
         s2.open();
-        std::thread::sleep(Duration::from_millis(30));
+        q2.wait();
+        std::thread::sleep(Duration::from_millis(5));
         r2.store(false, Ordering::SeqCst);
     });
     assert!(wq.queue_on(0, &w));
     started.wait();
     // While it runs on CPU 0's pool, queue it on CPU 1's pool: the redirect sends it back.
     assert!(wq.queue_on(1, &w));
+    requeued.open();
     wait_for("the second run", || threads.lock().unwrap().len() == 2);
     wait_for("the end", || !running.load(Ordering::SeqCst) && !w.is_pending());
     let t = threads.lock().unwrap().clone();

@@ -35,12 +35,7 @@ fn flush_work_waits_for_queued_instance_and_reports_idle() {
     assert!(!support::bounded("w.flush()", || w.flush()), "flush of an idle item returns false");
     let gate = plug(&wq);
     assert!(wq.queue(&w));
-    let flusher = {
-        let w = w.clone();
-        std::thread::spawn(move || w.flush())
-    };
-    std::thread::sleep(Duration::from_millis(20));
-    assert!(!flusher.is_finished(), "flush returned before the item ran");
+    let flusher = flush_elsewhere(&wq, &w);
     gate.open();
     assert!(support::join("the flusher", flusher));
     assert_eq!(n.load(Ordering::SeqCst), 1);
@@ -62,12 +57,7 @@ fn flush_work_waits_for_running_instance() {
     });
     wq.queue(&w);
     started.wait();
-    let flusher = {
-        let w = w.clone();
-        std::thread::spawn(move || w.flush())
-    };
-    std::thread::sleep(Duration::from_millis(20));
-    assert!(!flusher.is_finished());
+    let flusher = flush_elsewhere(&wq, &w);
     gate.open();
     assert!(support::join("the flusher", flusher));
     assert!(done.load(Ordering::SeqCst), "flush returned before the running instance finished");
@@ -82,12 +72,7 @@ fn flush_work_of_inactive_item_follows_activation() {
     let n = Arc::new(AtomicUsize::new(0));
     let w = counter_work(&n);
     wq.queue(&w); // inactive: max_active 1 is taken by the plug
-    let flusher = {
-        let w = w.clone();
-        std::thread::spawn(move || w.flush())
-    };
-    std::thread::sleep(Duration::from_millis(20));
-    assert!(!flusher.is_finished());
+    let flusher = flush_elsewhere(&wq, &w);
     gate.open();
     assert!(support::join("the flusher", flusher));
     assert_eq!(n.load(Ordering::SeqCst), 1);
@@ -106,14 +91,20 @@ fn recording_items(n: usize) -> (Arc<Mutex<Vec<usize>>>, Vec<Work>) {
 }
 
 /// Flushes `w` (an item of the single-pwq `wq`) from another thread, and returns once the
-/// flush's barrier is in flight, checking that the flush still waits. (It used to sleep 20 ms
-/// and assume the flusher had got there: under load the flusher had not even started, the
-/// item ran first, and the flush rightly returned false: 2 failing suite runs of 14.)
+/// flush's barrier is in flight, checking that the flush still waits.
 fn flush_elsewhere(wq: &Workqueue, w: &Work) -> std::thread::JoinHandle<bool> {
-    let before = wq.pwqs()[0].in_flight;
+    flush_elsewhere_on(wq, 0, w)
+}
+
+/// Like [`flush_elsewhere`], the barrier going to `wq`'s pwq number `pwq`. (The tests used to
+/// sleep 20 ms and assume the flusher had got there: under load it had not even started, the
+/// item ran first, and the flush rightly returned false: 5 failing suite runs of 40, in four
+/// tests.)
+fn flush_elsewhere_on(wq: &Workqueue, pwq: usize, w: &Work) -> std::thread::JoinHandle<bool> {
+    let before = wq.pwqs()[pwq].in_flight;
     let w = w.clone();
     let flusher = std::thread::spawn(move || w.flush());
-    wait_for("the flush's barrier", || wq.pwqs()[0].in_flight == before + 1);
+    wait_for("the flush's barrier", || wq.pwqs()[pwq].in_flight == before + 1);
     assert!(!flusher.is_finished(), "the flush returned before its item ran");
     flusher
 }
@@ -229,12 +220,7 @@ fn flush_work_of_item_that_moved_between_pools() {
         let l = Latch::new();
         *hold.lock().unwrap() = l.clone();
         assert!(wq.queue_on(cpu, &w));
-        let f = {
-            let w = w.clone();
-            std::thread::spawn(move || w.flush())
-        };
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(!f.is_finished(), "flush returned while the item was held");
+        let f = flush_elsewhere_on(&wq, cpu, &w);
         l.open();
         assert!(support::join("the flusher", f), "flush found nothing to wait for");
     };
