@@ -5,7 +5,7 @@
 //! is reported once; the number of reports is counted for tests.
 
 use crate::sync::global::OnceLock;
-use crate::sync::{Arc, Ordering};
+use crate::sync::{Arc, Ordering, Weak};
 use crate::workqueue::WqInfo;
 
 /// Reports so far.
@@ -36,13 +36,20 @@ pub(crate) fn check_flush_dependency(current: Option<&Arc<WqInfo>>, target: &WqI
     if !cur.flags.mem_reclaim || target.flags.mem_reclaim {
         return;
     }
+    // The pairs already reported: the flusher by a weak reference (its allocation stays, so
+    // the pointer cannot be reused while the entry lives; entries of dead flushers are
+    // dropped), the target by address. Not by workqueue id: ids are unique only within a
+    // runtime, so a pair reported in one runtime silenced the same ids in every other
+    // runtime of the process (one test's leftovers deciding another's warning).
     #[allow(clippy::disallowed_types)] // Process-wide: the real lock (crate::sync::global).
-    static SEEN: OnceLock<crate::sync::global::Mutex<Vec<(u32, u32)>>> = OnceLock::new();
+    static SEEN: OnceLock<crate::sync::global::Mutex<Vec<(Weak<WqInfo>, usize)>>> = OnceLock::new();
     let mut seen = SEEN.get_or_init(Default::default).lock();
-    if seen.contains(&(cur.id, target.id)) {
+    seen.retain(|(w, _)| w.strong_count() > 0);
+    let key = (Arc::downgrade(cur), target as *const WqInfo as usize);
+    if seen.iter().any(|(w, t)| Weak::ptr_eq(w, &key.0) && *t == key.1) {
         return;
     }
-    seen.push((cur.id, target.id));
+    seen.push(key);
     WARNINGS.fetch_add(1, Ordering::Relaxed);
     eprintln!(
         "cmwq: WARNING: mem_reclaim workqueue {:?} is flushing !mem_reclaim workqueue {:?}: \
