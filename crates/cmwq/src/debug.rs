@@ -26,6 +26,9 @@ pub(crate) fn current_wq() -> Option<Arc<WqInfo>> {
     Some(g.pwqs.get(cur.pwq as usize)?.wq.clone())
 }
 
+/// A reported pair: the flusher, and the target's address.
+type Reported = (Weak<WqInfo>, usize);
+
 /// `check_flush_dependency`: `current` (the flusher's workqueue, if it is a worker) flushes
 /// `target`.
 pub(crate) fn check_flush_dependency(current: Option<&Arc<WqInfo>>, target: &WqInfo) {
@@ -42,7 +45,7 @@ pub(crate) fn check_flush_dependency(current: Option<&Arc<WqInfo>>, target: &WqI
     // runtime, so a pair reported in one runtime silenced the same ids in every other
     // runtime of the process (one test's leftovers deciding another's warning).
     #[allow(clippy::disallowed_types)] // Process-wide: the real lock (crate::sync::global).
-    static SEEN: OnceLock<crate::sync::global::Mutex<Vec<(Weak<WqInfo>, usize)>>> = OnceLock::new();
+    static SEEN: OnceLock<crate::sync::global::Mutex<Vec<Reported>>> = OnceLock::new();
     let mut seen = SEEN.get_or_init(Default::default).lock();
     seen.retain(|(w, _)| w.strong_count() > 0);
     let key = (Arc::downgrade(cur), target as *const WqInfo as usize);
