@@ -143,6 +143,16 @@ fn hammered_item_never_runs_twice_at_once() {
     assert!(runs.load(Ordering::SeqCst) >= 200);
 }
 
+/// Sleeps, 1 ms at a time (the thread sleeps, so concurrency management starts other
+/// workers), until `c` has seen `n` items at once or the deadline has passed.
+fn sleep_until_reached(c: &Concurrency, n: usize) {
+    let t = std::time::Instant::now();
+    while c.max() < n && t.elapsed() < support::DEADLINE {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(1));
+}
+
 /// Guarantee 5: max_active bounds the items of one unbound workqueue running at once, and the
 /// bound is reached.
 #[test]
@@ -150,7 +160,10 @@ fn max_active_bounds_unbound_queue_and_is_reached() {
     let rt = rt(2);
     let wq = rt.workqueue("ma3").unbound().max_active(3).build().unwrap();
     let c = Arc::new(Concurrency::default());
-    let done = spawn_counted(&wq, 30, &c, || std::thread::sleep(Duration::from_millis(5)));
+    // Each item sleeps until the bound has been reached (or the deadline): a fixed 5 ms let a
+    // loaded machine run all 30 one after another (max 1, 2 suite runs of 10).
+    let c2 = c.clone();
+    let done = spawn_counted(&wq, 30, &c, move || sleep_until_reached(&c2, 3));
     wait_for("30 items", || done.load(Ordering::SeqCst) == 30);
     assert_eq!(c.max(), 3, "max_active 3 must be reached and never exceeded");
 }
@@ -168,7 +181,8 @@ fn max_active_is_per_cpu_on_percpu_queues() {
         let w = Work::new(move |_| {
             pc[cpu].enter();
             // Sleeping items make the pool start more workers; max_active must still hold.
-            std::thread::sleep(Duration::from_millis(4));
+            // They sleep until the bound was reached (not a fixed 4 ms: see above).
+            sleep_until_reached(&pc[cpu], 2);
             pc[cpu].exit();
             done.fetch_add(1, Ordering::SeqCst);
         });
