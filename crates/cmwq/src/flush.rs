@@ -41,6 +41,15 @@ pub(crate) struct FlushLocked {
     overflow: VecDeque<Arc<Completion>>,
 }
 
+#[cfg(all(test, loom))]
+impl FlushLocked {
+    /// The colour new items get (the loom model of the flush colours waits for a flush to
+    /// have advanced it).
+    pub(crate) fn work_color(&self) -> u8 {
+        self.work_color
+    }
+}
+
 /// What the pool side needs: how many pwqs the first flusher still waits for, and its
 /// completion.
 #[derive(Debug, Default)]
@@ -75,10 +84,15 @@ fn prep_pwqs(
     work_color: Option<u8>,
 ) -> bool {
     let mut wait = false;
+    // The arming reference: the count cannot reach zero while later pwqs are still unarmed.
+    #[cfg(loom)]
+    let bias = usize::from(!crate::sync::plant::is(crate::sync::plant::Bug::FlushNoArmingBias));
+    #[cfg(not(loom))]
+    let bias = 1;
     if flush_color.is_some() {
         assert_eq!(shared.nr_pwqs_to_flush.load(Ordering::Acquire), 0);
         *shared.first_done.lock() = l.first.as_ref().map(|f| f.1.clone());
-        shared.nr_pwqs_to_flush.store(1, Ordering::Release);
+        shared.nr_pwqs_to_flush.store(bias, Ordering::Release);
     }
     for p in pwqs {
         let mut g = p.pool.lock();
@@ -93,10 +107,14 @@ fn prep_pwqs(
         }
         if let Some(wc) = work_color {
             assert_eq!(wc, next_color(pwq.work_color), "pwq work colour out of step");
+            #[cfg(loom)]
+            if crate::sync::plant::is(crate::sync::plant::Bug::FlushColourNotAdvanced) {
+                continue;
+            }
             pwq.work_color = wc;
         }
     }
-    if flush_color.is_some() {
+    if flush_color.is_some() && bias == 1 {
         shared.pwq_flushed();
     }
     wait

@@ -154,6 +154,12 @@ fn rescuer_thread(r: &Arc<Rescuer>, parker: &Parker) {
             let Some(pwq) = r.maydays.lock().list.pop_front() else { break };
             rescue_pwq(r, &pwq);
         }
+        #[cfg(loom)]
+        let should_stop = if crate::sync::plant::is(crate::sync::plant::Bug::RescuerStopSampledLate) {
+            r.stop.load(Ordering::Acquire)
+        } else {
+            should_stop
+        };
         if should_stop {
             return;
         }

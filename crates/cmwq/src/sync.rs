@@ -306,6 +306,25 @@ pub(crate) mod plant {
         FireNowNoWait,
         /// `worker_thread` drops the pool lock before entering the idle list, then retakes it.
         WorkerIdleAfterUnlock,
+        /// `dec_nr_in_flight` frees an active slot without promoting the first inactive item.
+        ActiveNoPromotion,
+        /// `dec_nr_in_flight` takes an inactive entry leaving (a cancelled inactive item) for
+        /// an active one: it frees an active slot the entry never held.
+        InactiveCountedActive,
+        /// `prep_pwqs` arms the pwqs without the flusher's own reference on
+        /// `nr_pwqs_to_flush`, so the count can reach zero while later pwqs are unarmed.
+        FlushNoArmingBias,
+        /// `prep_pwqs` leaves the pwqs' work colour as it was: items queued after the flush
+        /// get the colour being flushed.
+        FlushColourNotAdvanced,
+        /// `send_mayday` wakes the rescuer when it finds the pwq not on the mayday list, then
+        /// puts it there (the wake-up comes before the pwq is on the list).
+        MaydayWakeBeforeQueue,
+        /// `send_mayday` leaves out its check that the pwq is on the mayday list already.
+        MaydayNoDedup,
+        /// `rescuer_thread` samples the stop request after emptying the mayday list instead
+        /// of before.
+        RescuerStopSampledLate,
     }
 
     /// The planted bug of each OS thread that has one.

@@ -111,7 +111,11 @@ pub(crate) const HIGH_NICE: i32 = -20;
 /// Sets the calling thread's nice level (on Linux, nice is per thread). Without the privilege
 /// to raise priority (CAP_SYS_NICE) this quietly does nothing: the thread keeps its own.
 pub(crate) fn set_current_nice(nice: i32) {
+    // Under loom every modelled thread runs on the test's own OS thread: leave it as it is.
+    #[cfg(not(loom))]
     let _ = rustix::process::setpriority_process(None, nice);
+    #[cfg(loom)]
+    let _ = nice;
 }
 
 /// `vm.max_map_count`: how many memory mappings the process may have.

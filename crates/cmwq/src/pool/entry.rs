@@ -374,12 +374,20 @@ impl WorkerPool {
     /// the next inactive item, and drops its in-flight count, which may complete a workqueue
     /// flush or wake a destroyer.
     pub(crate) fn dec_nr_in_flight(&self, g: &mut PoolLocked, slot: u32, color: u8, inactive: bool) {
+        #[cfg(loom)]
+        let inactive = inactive && !crate::sync::plant::is(crate::sync::plant::Bug::InactiveCountedActive);
         if !inactive {
             g.pwqs[slot as usize].nr_active -= 1;
+            #[cfg(loom)]
+            let promote = !crate::sync::plant::is(crate::sync::plant::Bug::ActiveNoPromotion);
+            #[cfg(not(loom))]
+            let promote = true;
             // No kick, as in the kernel's `pwq_dec_nr_active`: the caller is a worker that
             // goes on with the worklist (`keep_working`), or a canceller on a pool whose
             // workers are already kicked for the items they have.
-            self.activate_first_inactive(g, slot);
+            if promote {
+                self.activate_first_inactive(g, slot);
+            }
         }
         let pwq = &mut g.pwqs[slot as usize];
         let left = pwq.dec_in_flight(color);

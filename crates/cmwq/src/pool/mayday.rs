@@ -23,15 +23,29 @@ impl WorkerPool {
     pub(crate) fn send_mayday(self: &Arc<Self>, g: &mut PoolLocked, slot: u32) {
         let pwq = &mut g.pwqs[slot as usize];
         let Some(rescuer) = pwq.wq.rescuer.clone() else { return };
+        #[cfg(loom)]
+        let wake_first = crate::sync::plant::is(crate::sync::plant::Bug::MaydayWakeBeforeQueue);
+        #[cfg(not(loom))]
+        let wake_first = false;
+        if wake_first && !rescuer.maydays.lock().contains(self, slot) {
+            rescuer.wake();
+        }
         let mut m = rescuer.maydays.lock();
-        if m.contains(self, slot) {
+        #[cfg(loom)]
+        let dedup = !crate::sync::plant::is(crate::sync::plant::Bug::MaydayNoDedup);
+        #[cfg(not(loom))]
+        let dedup = true;
+        if dedup && m.contains(self, slot) {
             return;
         }
         pwq.mayday_refs += 1;
         pwq.stats.mayday += 1;
         m.list.push_back(Pwq { pool: self.clone(), slot });
         drop(m);
-        rescuer.wake();
+        // After queueing: a rescuer woken earlier could find the list empty and park again.
+        if !wake_first {
+            rescuer.wake();
+        }
     }
 
     /// Arms the mayday timer for `at`, replacing an armed one. Pool lock held.
