@@ -35,12 +35,20 @@
 //! * Spin loops in the code (`grab_pending`, `fire_now`) yield through the facade, so loom
 //!   deprioritizes the spinning thread; a model where a spin can wait on a thread that never
 //!   runs exceeds `LOOM_MAX_BRANCHES` instead of hanging.
+//! * A work function must not block (on a latch, say) in a model whose planted twin ends in a
+//!   deadlock: loom ends a deadlocked execution by unwinding its threads, the worker's
+//!   `catch_unwind` around the function catches that unwinding and carries on into loom, and
+//!   the twin then fails with a panic inside loom instead of "deadlock". Hold an item back
+//!   some other way (`flush_colour` freezes its pwq: `max_active` 0).
 //! * Cost: a real worker's loop has a few dozen scheduling points; with 3 threads keep the
 //!   preemption bound at 2 (3 with 2 threads). Counts and times are printed per model.
 
 mod delayed_timer;
+mod flush_colour;
 mod idle_wake;
 mod inbox;
+mod mayday;
+mod nr_active;
 mod work_state;
 
 use crate::clock::{ManualClock, Sleeper};
