@@ -44,6 +44,9 @@ pub enum Error {
         /// The workqueue's name.
         name: String,
     },
+    /// `Work::requeue` or `DelayedWork::requeue` was called outside a work function: there is
+    /// no workqueue of the item the caller runs to queue on.
+    NotInWorker,
     /// `Workqueue::flush` or `drain` called from one of that workqueue's own items: it would
     /// wait for the calling item itself (the kernel's lockdep reports this deadlock), so it
     /// returned at once without waiting.
@@ -75,6 +78,9 @@ impl fmt::Display for Error {
             Error::Disabled => write!(f, "the work item is disabled"),
             Error::Draining { name } => write!(f, "workqueue {name:?} is being drained"),
             Error::Destroyed { name } => write!(f, "workqueue {name:?} is being destroyed"),
+            Error::NotInWorker => {
+                write!(f, "requeue called outside a work function (it queues on the workqueue of the running item)")
+            }
             Error::FlushFromOwnItem { name, op, item } => write!(
                 f,
                 "{op} of workqueue {name:?} from its own item {item} would wait for that item itself: \

@@ -174,7 +174,10 @@ impl Shared {
         if self.shut_down.swap(true, Ordering::SeqCst) {
             return;
         }
-        let on_own_worker = crate::pool::worker::current_worker().is_some_and(|(p, _)| Arc::ptr_eq(&p.env, &self.env));
+        // A timer callback can drop the last handle too (the armed record it just queued held
+        // the workqueue, whose runtime handle went last): the timer thread must not join itself.
+        let on_own_worker = crate::pool::worker::current_worker().is_some_and(|(p, _)| Arc::ptr_eq(&p.env, &self.env))
+            || SERVICE_OF.with(|s| s.get() == Arc::as_ptr(&self.env) as usize);
         let mut handles = Vec::new();
         for pool in self.all_pools() {
             let mut g = pool.lock();
@@ -226,6 +229,11 @@ impl Shared {
             }
         }
     }
+}
+
+crate::sync::thread_local! {
+    /// On a service thread (timer, monitor): the address of its runtime's `Env`, else 0.
+    static SERVICE_OF: std::cell::Cell<usize> = std::cell::Cell::new(0);
 }
 
 /// A cmwq runtime. Cheap to clone; the runtime shuts down when the last handle (including
@@ -500,7 +508,12 @@ impl RuntimeBuilder {
         if self.model {
             return Ok(rt);
         }
+        let env_id = Arc::as_ptr(&env) as usize;
         let service = |name: &str, body: Box<dyn FnOnce() + Send>| -> Result<(), Error> {
+            let body: Box<dyn FnOnce() + Send> = Box::new(move || {
+                SERVICE_OF.with(|s| s.set(env_id));
+                body()
+            });
             let req = SpawnRequest { name: name.into(), kind: ThreadKind::Service, stack_size: None, body };
             let h = env.spawner.spawn(req).map_err(Error::Spawn)?;
             shared.service_threads.lock().push(h);

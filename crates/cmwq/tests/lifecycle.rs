@@ -5,7 +5,7 @@
 
 mod support;
 
-use cmwq::{Error, Runtime, Work, Workqueue};
+use cmwq::{DelayedWork, Error, Runtime, Work, Workqueue};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -862,4 +862,106 @@ fn drain_and_destroy_of_a_self_requeueing_item_keep_warning() {
         assert!(runs.load(Ordering::SeqCst) >= STOP_AT as usize, "{op}: one run per round at least");
         slot.lock().unwrap().take();
     }
+}
+
+/// Bug 7 of issue 9: items that queue themselves again hold no handle on their workqueue. A
+/// periodic delayed item (`DelayedWork::from_work` + `requeue(delay)`) and a bounded chain
+/// (`Work::requeue`) run; then every handle is dropped (items, workqueues, runtime) and every
+/// thread the runtime created must exit. With the old idiom (the closure captures a
+/// `Workqueue` clone) the workqueue was never destroyed and 8-9 threads lived on.
+#[test]
+fn self_requeueing_items_leave_no_thread_behind() {
+    const CHAIN: usize = 1000;
+    let spawner = support::CountingSpawner::new();
+    let rt = Runtime::builder().cpus(2).spawner(spawner.clone()).build();
+    let percpu = rt.workqueue("periodic").build().unwrap();
+    let unbound = rt.workqueue("chain").unbound().build().unwrap();
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let periodic = {
+        let ticks = ticks.clone();
+        DelayedWork::new(move |w: &Work| {
+            ticks.fetch_add(1, Ordering::SeqCst);
+            DelayedWork::from_work(w).expect("a delayed item's work").requeue(Duration::from_millis(1));
+        })
+    };
+    let runs = Arc::new(AtomicUsize::new(0));
+    let chain = {
+        let runs = runs.clone();
+        Work::new(move |w: &Work| {
+            if runs.fetch_add(1, Ordering::SeqCst) + 1 < CHAIN {
+                assert!(w.requeue());
+            }
+        })
+    };
+    assert!(percpu.queue_delayed(&periodic, Duration::from_millis(1)));
+    assert!(unbound.queue(&chain));
+    wait_for("five periodic runs and the whole chain", || {
+        ticks.load(Ordering::SeqCst) >= 5 && runs.load(Ordering::SeqCst) == CHAIN
+    });
+    assert!(spawner.live() >= 4, "the runtime's threads: timer, monitor, workers");
+    drop((periodic, chain, percpu, unbound, rt));
+    wait_for("every thread of the runtime to exit", || spawner.live() == 0);
+    assert_eq!(spawner.died(), 0, "a thread of the runtime panicked");
+    assert_eq!(runs.load(Ordering::SeqCst), CHAIN);
+}
+
+/// `requeue` needs the workqueue of the item the caller runs: outside a work function it is
+/// refused, and nothing is queued. `from_work` finds the delayed item of a delayed item's work
+/// only.
+#[test]
+fn requeue_outside_a_work_function_is_refused() {
+    let w = Work::new(|_| {});
+    assert!(matches!(w.try_requeue(), Err(Error::NotInWorker)));
+    assert!(!w.requeue());
+    let d = DelayedWork::new(|_| {});
+    assert!(matches!(d.try_requeue(Duration::ZERO), Err(Error::NotInWorker)));
+    assert!(matches!(d.try_requeue(Duration::from_millis(1)), Err(Error::NotInWorker)));
+    assert!(!d.requeue(Duration::from_millis(1)));
+    assert!(!w.is_pending() && !d.is_pending());
+    assert!(DelayedWork::from_work(&w).is_none());
+    assert!(DelayedWork::from_work(d.work()).is_some_and(|x| x.work().ptr_eq(d.work())));
+}
+
+/// While its workqueue is being destroyed, an item may still queue itself at once (chained
+/// work, as in the kernel) but not arm a timer: destroy fires armed timers at once, so a
+/// periodic item would re-arm forever and destroy would never return.
+#[test]
+fn requeue_during_destroy_queues_at_once_but_arms_no_timer() {
+    let rt = Runtime::builder().cpus(1).build();
+    let wq = rt.workqueue("rqdestroy").unbound().build().unwrap();
+    let (started, gate) = (Latch::new(), Latch::new());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let d = {
+        let (started, gate, runs, seen) = (started.clone(), gate.clone(), runs.clone(), seen.clone());
+        DelayedWork::new(move |w: &Work| {
+            if runs.fetch_add(1, Ordering::SeqCst) > 0 {
+                return; // the chained run
+            }
+            started.open();
+            gate.wait();
+            let me = DelayedWork::from_work(w).unwrap();
+            let mut seen = seen.lock().unwrap();
+            seen.push(format!("{:?}", me.try_requeue(Duration::from_millis(1))));
+            seen.push(format!("{:?}", w.try_requeue()));
+            seen.push(format!("{:?}", me.try_requeue(Duration::ZERO)));
+        })
+    };
+    assert!(wq.queue_delayed(&d, Duration::ZERO));
+    started.wait();
+    let destroyer = {
+        let wq = wq.clone();
+        std::thread::spawn(move || wq.destroy())
+    };
+    let probe = Work::new(|_| {});
+    wait_for("destroy to start", || matches!(wq.try_queue(&probe), Err(Error::Destroyed { .. })));
+    gate.open();
+    wait_for("destroy to return", || destroyer.is_finished());
+    destroyer.join().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen[0].starts_with("Err(Destroyed"), "arming a timer during destroy: {}", seen[0]);
+    assert_eq!(seen[1], "Ok(true)", "queueing at once from its own item during destroy");
+    assert_eq!(seen[2], "Ok(false)", "already pending");
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "the chained run ran before destroy returned");
+    assert!(!d.is_pending());
 }

@@ -18,9 +18,9 @@ use super::cancel::{self, TimerSteal};
 use super::state::WorkState;
 use super::Work;
 use crate::error::Error;
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, Ordering};
 use crate::timer::TimerId;
-use crate::workqueue::{Workqueue, WqShared};
+use crate::workqueue::{warn, Workqueue, WqShared};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,7 @@ impl DelayedTimer {
         assert!(l.armed.is_none(), "arming an armed delayed item");
         let gen = l.next_gen;
         l.next_gen += 1;
-        wq.armed.lock().insert(self.key(), (self.clone(), work.clone()));
+        wq.armed.lock().insert((self.key(), gen), (self.clone(), work.clone()));
         let (me, w) = (self.clone(), work.clone());
         let id = env.timers.arm(due, move || me.timer_fn(gen, &w));
         l.armed = Some(Armed { gen, id, wq: wq.clone(), cpu, due });
@@ -92,7 +92,7 @@ impl DelayedTimer {
         };
         // Queue before forgetting, so a destroyer sees it armed or in flight, never neither.
         armed.wq.enqueue(armed.cpu, work.clone());
-        armed.wq.forget_armed(self.key());
+        armed.wq.forget_armed((self.key(), armed.gen));
     }
 
     /// Fires an armed timer now (`flush_delayed_work`, destroy): if it can be cancelled,
@@ -121,7 +121,7 @@ impl DelayedTimer {
             }
         };
         armed.wq.enqueue(armed.cpu, work.clone());
-        armed.wq.forget_armed(self.key());
+        armed.wq.forget_armed((self.key(), armed.gen));
         true
     }
 }
@@ -148,7 +148,7 @@ impl TimerSteal for Arc<DelayedTimer> {
                 _ => return false,
             }
         };
-        armed.wq.forget_armed(self.key());
+        armed.wq.forget_armed((self.key(), armed.gen));
         true
     }
 }
@@ -162,6 +162,35 @@ impl TimerSteal for Arc<DelayedTimer> {
 /// let d = cmwq::DelayedWork::new(|_w: &cmwq::Work| println!("later"));
 /// assert!(wq.queue_delayed(&d, Duration::from_millis(5)));
 /// d.flush(); // fires the timer now and waits
+/// ```
+///
+/// # A periodic item
+///
+/// The function receives the [`Work`] inside; [`DelayedWork::from_work`] gives back its
+/// `DelayedWork` (the kernel's `to_delayed_work`), and [`DelayedWork::requeue`] arms it again
+/// on the workqueue running it. The item holds no handle on its workqueue, so dropping every
+/// handle destroys the workqueue: destroy fires the armed timer at once, and the re-arming
+/// from that last run is refused ([`Error::Destroyed`]), which ends the period. (Capturing a
+/// `Workqueue` or `DelayedWork` clone in the closure instead makes a cycle that keeps the
+/// workqueue, its runtime and their threads alive forever.)
+///
+/// ```
+/// use std::time::Duration;
+/// let rt = cmwq::Runtime::builder().cpus(1).build();
+/// let wq = rt.workqueue("poll").build()?;
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// let poll = cmwq::DelayedWork::new(move |w: &cmwq::Work| {
+///     let _ = tx.send(());
+///     let me = cmwq::DelayedWork::from_work(w).expect("the work of a delayed item");
+///     me.requeue(Duration::from_millis(1)); // again in 1 ms
+/// });
+/// assert!(wq.queue_delayed(&poll, Duration::ZERO));
+/// for _ in 0..3 {
+///     rx.recv_timeout(Duration::from_secs(20)).expect("a periodic run");
+/// }
+/// poll.cancel_sync(); // stops it (the requeue of a run under way fails meanwhile)
+/// assert!(!poll.is_pending());
+/// # Ok::<(), cmwq::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct DelayedWork {
@@ -181,7 +210,34 @@ impl DelayedWork {
     where
         F: Fn(&Work) + Send + Sync + 'static,
     {
-        DelayedWork { work: Work::new(f), timer: Arc::new(DelayedTimer::default()) }
+        let timer = Arc::new(DelayedTimer::default());
+        DelayedWork { work: Work::build(std::any::type_name::<F>(), Some(timer.clone()), f), timer }
+    }
+
+    /// The delayed item whose work `work` is, if it is one (the kernel's `to_delayed_work`):
+    /// what a work function uses to re-arm its own delayed item ([`DelayedWork::requeue`]).
+    pub fn from_work(work: &Work) -> Option<DelayedWork> {
+        let timer = work.inner.timer.clone()?;
+        Some(DelayedWork { work: work.clone(), timer })
+    }
+
+    /// From a work function: queues this item again after `delay` on the workqueue of the item
+    /// the calling worker runs (`queue_delayed_work` from inside a work function; see "A
+    /// periodic item" above). Returns `false` if it was already pending or disabled, or if it
+    /// was refused (with a warning): outside a work function, or arming a timer (a nonzero
+    /// delay) on a workqueue being destroyed, even from its own item: destroy fires armed
+    /// timers at once, so a periodic item would otherwise re-arm forever. A zero delay queues
+    /// at once and is accepted from the workqueue's own items, as chained work.
+    /// [`DelayedWork::try_requeue`] says why.
+    pub fn requeue(&self, delay: Duration) -> bool {
+        self.try_requeue(delay).unwrap_or_else(|e| warn(&e))
+    }
+
+    /// Like [`DelayedWork::requeue`], saying why a refusal was refused:
+    /// [`Error::NotInWorker`] outside a work function, [`Error::Destroyed`] for a timer armed
+    /// on a workqueue being destroyed.
+    pub fn try_requeue(&self, delay: Duration) -> Result<bool, Error> {
+        queue_delayed_on(&WqShared::of_current_item()?, None, self, delay)
     }
 
     /// The work item inside (queue it with `queue` for no delay).
@@ -248,15 +304,7 @@ impl Workqueue {
 
     /// Like `queue_delayed_on` (any CPU for `None`), saying why a refusal was refused.
     pub fn try_queue_delayed_on(&self, cpu: Option<usize>, d: &DelayedWork, delay: Duration) -> Result<bool, Error> {
-        let wq = self.shared();
-        wq.check_cpu(cpu)?;
-        let Some(claim) = Claim::take(d.work.state()) else { return Ok(false) };
-        if claim.0.load().disable_depth() > 0 {
-            return Ok(false);
-        }
-        wq.check_accepting()?;
-        queue_owned(claim, wq, cpu, d, delay);
-        Ok(true)
+        queue_delayed_on(self.shared(), cpu, d, delay)
     }
 
     /// Re-arms `d` to run after `delay` from now, whether it was idle, armed or queued
@@ -279,7 +327,7 @@ impl Workqueue {
     pub fn try_mod_delayed_on(&self, cpu: Option<usize>, d: &DelayedWork, delay: Duration) -> Result<bool, Error> {
         let wq = self.shared();
         wq.check_cpu(cpu)?;
-        wq.check_accepting()?;
+        check_arming(wq, delay)?;
         let was_pending = cancel::grab_pending(&d.work, Some(&d.timer)) == cancel::Grabbed::Pending;
         let claim = Claim(d.work.state());
         if claim.0.load().disable_depth() > 0 {
@@ -288,6 +336,31 @@ impl Workqueue {
         queue_owned(claim, wq, cpu, d, delay);
         Ok(was_pending)
     }
+}
+
+/// `queue_delayed_work_on` on `wq` (the body of [`Workqueue::try_queue_delayed_on`] and
+/// [`DelayedWork::try_requeue`]).
+fn queue_delayed_on(wq: &Arc<WqShared>, cpu: Option<usize>, d: &DelayedWork, delay: Duration) -> Result<bool, Error> {
+    wq.check_cpu(cpu)?;
+    let Some(claim) = Claim::take(d.work.state()) else { return Ok(false) };
+    if claim.0.load().disable_depth() > 0 {
+        return Ok(false);
+    }
+    check_arming(wq, delay)?;
+    queue_owned(claim, wq, cpu, d, delay);
+    Ok(true)
+}
+
+/// `check_accepting`, and while the workqueue is being destroyed no timer may be armed on it,
+/// not even by its own items (which may still queue at once, as chained work): destroy fires
+/// armed timers at once, so an item that re-arms itself from its function would keep destroy
+/// busy forever (docs/design.md §7).
+fn check_arming(wq: &WqShared, delay: Duration) -> Result<(), Error> {
+    wq.check_accepting()?;
+    if !delay.is_zero() && wq.info.destroying.load(Ordering::Acquire) {
+        return Err(Error::Destroyed { name: wq.info.name.to_string() });
+    }
+    Ok(())
 }
 
 /// A claimed PENDING not yet handed to a list or a timer. Dropped, it releases the claim: on
@@ -337,9 +410,4 @@ fn mod_result(r: Result<bool, Error>) -> bool {
         Err(Error::Disabled) => false,
         Err(e) => warn(&e),
     }
-}
-
-fn warn(e: &Error) -> bool {
-    eprintln!("cmwq: queueing refused: {e}");
-    false
 }

@@ -16,7 +16,10 @@ pub(crate) mod cancel;
 pub(crate) mod delayed;
 pub(crate) mod state;
 
+use crate::error::Error;
 use crate::sync::{Arc, AtomicU32, Ordering};
+use crate::workqueue::WqShared;
+use delayed::DelayedTimer;
 use state::WorkState;
 use std::fmt;
 
@@ -35,6 +38,10 @@ pub(crate) struct WorkInner<F: ?Sized> {
     /// I: the name warnings and dumps print with the item's id: the closure's type name
     /// (`std::any::type_name`) or the one given to [`Work::named`].
     pub(crate) name: &'static str,
+    /// I: the timer of the delayed item this is the work of (`DelayedWork::from_work`, the
+    /// kernel's `to_delayed_work`). The timer holds no handle on the item except while armed
+    /// (its callback), so this makes no cycle that outlives an arming.
+    pub(crate) timer: Option<Arc<DelayedTimer>>,
     /// The work function.
     pub(crate) func: F,
 }
@@ -50,6 +57,70 @@ pub(crate) type WorkFn = dyn Fn(&Work) + Send + Sync + 'static;
 /// # let wq = rt.workqueue("doc").build().unwrap();
 /// let w = cmwq::Work::new(|_w: &cmwq::Work| println!("ran"));
 /// assert!(wq.queue(&w));
+/// ```
+///
+/// # Queueing itself again
+///
+/// The function receives its own item, and [`Work::requeue`] queues it again on the
+/// workqueue of the item running (what the kernel's `queue_work(wq, work)` does from inside
+/// `work`'s function). Do not capture a clone of the [`Workqueue`](crate::Workqueue) in the
+/// closure instead: the workqueue would hold the item and the item the workqueue, so dropping
+/// every handle would destroy nothing, and the runtime's threads would live on.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// let rt = cmwq::Runtime::builder().cpus(1).build();
+/// let wq = rt.workqueue("chain").build()?;
+/// let runs = Arc::new(AtomicUsize::new(0));
+/// let r = runs.clone();
+/// let w = cmwq::Work::new(move |w: &cmwq::Work| {
+///     if r.fetch_add(1, Ordering::SeqCst) + 1 < 3 {
+///         assert!(w.requeue()); // on the workqueue running it: three runs in all
+///     }
+/// });
+/// assert!(wq.queue(&w));
+/// drop(wq); // destroy waits for the chain, which ends
+/// assert_eq!(runs.load(Ordering::SeqCst), 3);
+/// # Ok::<(), cmwq::Error>(())
+/// ```
+///
+/// # The kernel's `container_of`
+///
+/// A kernel work function finds the structure that embeds its `work_struct` with
+/// `container_of`. In Rust the structure owns its item and the item's closure holds a
+/// [`Weak`](std::sync::Weak) of the structure, made with [`Arc::new_cyclic`]: no cycle, and
+/// dropping the structure drops the item.
+///
+/// ```
+/// use std::sync::{Arc, Mutex, Weak};
+/// struct Device {
+///     events: Mutex<Vec<u32>>,
+///     handled: Mutex<usize>,
+///     work: cmwq::Work,
+/// }
+/// impl Device {
+///     fn new() -> Arc<Device> {
+///         Arc::new_cyclic(|me: &Weak<Device>| {
+///             let me = me.clone();
+///             let work = cmwq::Work::new(move |_w: &cmwq::Work| {
+///                 // container_of: the device this item belongs to, while it exists.
+///                 let Some(dev) = me.upgrade() else { return };
+///                 let n = dev.events.lock().unwrap().drain(..).count();
+///                 *dev.handled.lock().unwrap() += n;
+///             });
+///             Device { events: Mutex::default(), handled: Mutex::default(), work }
+///         })
+///     }
+/// }
+/// let rt = cmwq::Runtime::builder().cpus(1).build();
+/// let wq = rt.workqueue("dev").build()?;
+/// let dev = Device::new();
+/// dev.events.lock().unwrap().extend([1, 2]);
+/// wq.queue(&dev.work);
+/// dev.work.flush();
+/// assert_eq!(*dev.handled.lock().unwrap(), 2);
+/// # Ok::<(), cmwq::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Work {
@@ -72,9 +143,33 @@ impl Work {
     where
         F: Fn(&Work) + Send + Sync + 'static,
     {
+        Work::build(name, None, f)
+    }
+
+    /// A new idle item, the work of a delayed item if `timer` is given.
+    pub(crate) fn build<F>(name: &'static str, timer: Option<Arc<DelayedTimer>>, f: F) -> Work
+    where
+        F: Fn(&Work) + Send + Sync + 'static,
+    {
         let inner: Arc<WorkInner<WorkFn>> =
-            Arc::new(WorkInner { state: WorkState::new(), node: AtomicU32::new(NO_NODE), name, func: f });
+            Arc::new(WorkInner { state: WorkState::new(), node: AtomicU32::new(NO_NODE), name, timer, func: f });
         Work { inner }
+    }
+
+    /// From a work function: queues `self` again on the workqueue of the item the calling
+    /// worker runs (the kernel's `queue_work(wq, work)` inside a work function; see "Queueing
+    /// itself again" above). Returns `false` if it was already pending or disabled, or if the
+    /// queueing was refused (with a warning): outside a work function. While the workqueue
+    /// drains or is destroyed its own items may still queue (chained work), as with
+    /// [`Workqueue::queue`](crate::Workqueue::queue). [`Work::try_requeue`] says why.
+    pub fn requeue(&self) -> bool {
+        self.try_requeue().unwrap_or_else(|e| crate::workqueue::warn(&e))
+    }
+
+    /// Like [`Work::requeue`], saying why a refusal was refused: [`Error::NotInWorker`]
+    /// outside a work function.
+    pub fn try_requeue(&self) -> Result<bool, Error> {
+        WqShared::of_current_item()?.queue_work(None, self)
     }
 
     /// The item's name: the closure's type name, or the one given to [`Work::named`].

@@ -27,7 +27,7 @@ use crate::pwq::{Pwq, PwqLocked};
 use crate::rescuer::Rescuer;
 use crate::runtime::Runtime;
 use crate::stats::WqStats;
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
 use crate::sys::current_cpu;
 use crate::warn::{Warning, WarningKind};
 use crate::work::delayed::DelayedTimer;
@@ -98,6 +98,9 @@ pub(crate) struct WqInfo {
     pub(crate) panic_handler: Option<PanicHandler>,
     /// I: the rescuer of a `mem_reclaim` workqueue.
     pub(crate) rescuer: Option<Arc<Rescuer>>,
+    /// I: the workqueue itself, for a worker running one of its items (`Work::requeue`): weak,
+    /// since the pwqs hold this info and the workqueue holds the pwqs. Upgraded for one call.
+    pub(crate) shared: Weak<WqShared>,
 }
 
 impl fmt::Debug for WqInfo {
@@ -154,6 +157,10 @@ enum Pwqs {
     Unbound(Pwq),
 }
 
+/// An arming in `WqShared::armed`: the timer's identity (`DelayedTimer::key`) and the
+/// arming's generation.
+pub(crate) type ArmedKey = (usize, u64);
+
 /// The shared part of a workqueue: kept alive by its handles and by armed delayed items.
 pub(crate) struct WqShared {
     pub(crate) info: Arc<WqInfo>,
@@ -162,9 +169,11 @@ pub(crate) struct WqShared {
     pub(crate) max_active: usize,
     /// The workqueue side of the flush colours (`wq->mutex`).
     flush_lock: Mutex<FlushLocked>,
-    /// Delayed items whose timer is armed to queue them here, by timer identity. A destroy
+    /// Delayed items whose timer is armed to queue them here, by timer identity and arming
+    /// generation (an item that re-arms itself from its function is armed again before the
+    /// callback that queued it forgets the previous arming: each is its own entry). A destroy
     /// queues them at once instead of leaving them behind.
-    pub(crate) armed: Mutex<HashMap<usize, (Arc<DelayedTimer>, Work)>>,
+    pub(crate) armed: Mutex<HashMap<ArmedKey, (Arc<DelayedTimer>, Work)>>,
     pub(crate) rt: Runtime,
 }
 
@@ -219,47 +228,53 @@ impl Workqueue {
         } else {
             None
         };
-        let info = Arc::new(WqInfo {
-            id: shared.next_wq_id.fetch_add(1, Ordering::Relaxed),
-            name: name.into(),
-            flags,
-            destroying: AtomicBool::new(false),
-            nr_drainers: AtomicUsize::new(0),
-            drained: Sleeper::new(),
-            flush: FlushShared::default(),
-            panic_handler,
-            rescuer,
-        });
-        let frozen = flags.freezable && shared.is_frozen();
-        let attach = |pool: &Arc<crate::pool::WorkerPool>| {
-            let mut pwq = PwqLocked::new(info.clone(), max_active);
-            if frozen {
-                pwq.max_active = 0;
-            }
-            let slot = pool.lock().pwqs.insert(pwq) as u32;
-            Pwq { pool: pool.clone(), slot }
-        };
-        let pwqs = if flags.unbound {
+        // Then the unbound pool, the other step that can fail.
+        let unbound_pool = if flags.unbound {
             match shared.unbound_pool(flags.highpri) {
-                Ok(pool) => Pwqs::Unbound(attach(&pool)),
+                Ok(pool) => Some(pool),
                 Err(e) => {
-                    if let Some(r) = &info.rescuer {
+                    if let Some(r) = &rescuer {
                         r.stop();
                     }
                     return Err(e);
                 }
             }
         } else {
-            let n = shared.env.config.nr_cpus;
-            Pwqs::PerCpu((0..n).map(|cpu| attach(&shared.cpu_pools[2 * cpu + usize::from(flags.highpri)])).collect())
+            None
         };
-        let wq = Arc::new(WqShared {
-            info,
-            pwqs,
-            max_active,
-            flush_lock: Mutex::new(FlushLocked::default()),
-            armed: Mutex::new(HashMap::new()),
-            rt,
+        let frozen = flags.freezable && shared.is_frozen();
+        // Cyclic: the info (held by the pwqs) names the workqueue weakly.
+        let wq = Arc::new_cyclic(|me: &Weak<WqShared>| {
+            let info = Arc::new(WqInfo {
+                id: shared.next_wq_id.fetch_add(1, Ordering::Relaxed),
+                name: name.into(),
+                flags,
+                destroying: AtomicBool::new(false),
+                nr_drainers: AtomicUsize::new(0),
+                drained: Sleeper::new(),
+                flush: FlushShared::default(),
+                panic_handler,
+                rescuer,
+                shared: me.clone(),
+            });
+            let attach = |pool: &Arc<crate::pool::WorkerPool>| {
+                let mut pwq = PwqLocked::new(info.clone(), max_active);
+                if frozen {
+                    pwq.max_active = 0;
+                }
+                let slot = pool.lock().pwqs.insert(pwq) as u32;
+                Pwq { pool: pool.clone(), slot }
+            };
+            let pwqs = match &unbound_pool {
+                Some(pool) => Pwqs::Unbound(attach(pool)),
+                None => {
+                    let n = shared.env.config.nr_cpus;
+                    Pwqs::PerCpu(
+                        (0..n).map(|cpu| attach(&shared.cpu_pools[2 * cpu + usize::from(flags.highpri)])).collect(),
+                    )
+                }
+            };
+            WqShared::new(info, pwqs, max_active, rt)
         });
         shared.register_workqueue(&wq);
         Ok(Workqueue { handle: Arc::new(WqHandle { wq }) })
@@ -268,7 +283,22 @@ impl Workqueue {
     pub(crate) fn shared(&self) -> &Arc<WqShared> {
         &self.handle.wq
     }
+}
 
+impl WqShared {
+    fn new(info: Arc<WqInfo>, pwqs: Pwqs, max_active: usize, rt: Runtime) -> WqShared {
+        WqShared {
+            info,
+            pwqs,
+            max_active,
+            flush_lock: Mutex::new(FlushLocked::default()),
+            armed: Mutex::new(HashMap::new()),
+            rt,
+        }
+    }
+}
+
+impl Workqueue {
     /// Queues `work` on this workqueue (`queue_work`): on the pool of the CPU the caller runs
     /// on for a per-CPU workqueue. Returns `false` if it was already pending (nothing changes:
     /// the pending instance covers this request), disabled, or refused because the workqueue is
@@ -387,7 +417,8 @@ impl Workqueue {
     }
 }
 
-fn warn(e: &Error) -> bool {
+/// Reports a refused queueing (the `bool` calls' warning; the `try_` calls return the error).
+pub(crate) fn warn(e: &Error) -> bool {
     eprintln!("cmwq: queueing refused: {e}");
     false
 }
@@ -420,7 +451,18 @@ impl WqShared {
         Ok(())
     }
 
-    fn queue_work(&self, cpu: Option<usize>, work: &Work) -> Result<bool, Error> {
+    /// The workqueue of the item the calling worker (or rescuer) runs: where `Work::requeue`
+    /// queues. Upgraded from the weak link in its info for the caller's call only, so that
+    /// items need not hold their workqueue (a cycle that kept it, its runtime and every thread
+    /// alive after the last handle went: issue 9, bug 7).
+    pub(crate) fn of_current_item() -> Result<Arc<WqShared>, Error> {
+        let info = crate::debug::current_wq().ok_or(Error::NotInWorker)?;
+        // Gone only if its last handle was dropped from one of its own items (destroy then
+        // does not wait): the item still runs, its workqueue is being destroyed.
+        info.shared.upgrade().ok_or_else(|| Error::Destroyed { name: info.name.to_string() })
+    }
+
+    pub(crate) fn queue_work(&self, cpu: Option<usize>, work: &Work) -> Result<bool, Error> {
         self.check_cpu(cpu)?;
         let state = work.state();
         if !state.try_claim_pending() {
@@ -659,12 +701,12 @@ impl WqShared {
         true
     }
 
-    /// Forgets the arming of the delayed item whose timer is `key` (`DelayedTimer::key`): its
-    /// timer fired, was fired early, or was cancelled. Every removal from `armed` goes through
+    /// Forgets the arming `key` of a delayed item: its timer fired, was fired early, or was
+    /// cancelled. Every removal from `armed` goes through
     /// here, so that a destroyer waiting for the map to empty is always woken (issue 9, bug 1:
     /// a removal that woke nobody, after the item's completion had already been consumed, left
     /// the destroyer waiting forever).
-    pub(crate) fn forget_armed(&self, key: usize) {
+    pub(crate) fn forget_armed(&self, key: ArmedKey) {
         let removed = self.armed.lock().remove(&key);
         self.info.wake_destroyer();
         // The removed handles drop after the lock: a drop may run user destructors.
