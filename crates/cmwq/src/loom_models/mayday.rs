@@ -56,6 +56,8 @@ impl Stuck {
             flush: FlushShared::default(),
             panic_handler: None,
             rescuer: Some(rescuer.clone()),
+            shared: crate::sync::Weak::new(),
+            armed: crate::sync::Mutex::new(Default::default()),
         });
         let slot = pool.lock().pwqs.insert(PwqLocked::new(info, crate::WQ_DFL_ACTIVE)) as u32;
         Stuck { _fx: fx, pool, slot, rescuer }

@@ -162,6 +162,8 @@ impl Fixture {
             flush: FlushShared::default(),
             panic_handler: None,
             rescuer: None,
+            shared: crate::sync::Weak::new(),
+            armed: crate::sync::Mutex::new(Default::default()),
         });
         let slot = pool.lock().pwqs.insert(PwqLocked::new(info, crate::WQ_DFL_ACTIVE)) as u32;
         Fixture::reserve(&pool, true);

@@ -74,7 +74,7 @@ impl DelayedTimer {
         assert!(l.armed.is_none(), "arming an armed delayed item");
         let gen = l.next_gen;
         l.next_gen += 1;
-        wq.armed.lock().insert((self.key(), gen), (self.clone(), work.clone()));
+        wq.info.armed.lock().insert((self.key(), gen), (self.clone(), work.clone()));
         let (me, w) = (self.clone(), work.clone());
         let id = env.timers.arm(due, move || me.timer_fn(gen, &w));
         l.armed = Some(Armed { gen, id, wq: wq.clone(), cpu, due });
@@ -92,7 +92,7 @@ impl DelayedTimer {
         };
         // Queue before forgetting, so a destroyer sees it armed or in flight, never neither.
         armed.wq.enqueue(armed.cpu, work.clone());
-        armed.wq.forget_armed((self.key(), armed.gen));
+        forget_after_queueing(armed, self.key());
     }
 
     /// Fires an armed timer now (`flush_delayed_work`, destroy): if it can be cancelled,
@@ -121,9 +121,19 @@ impl DelayedTimer {
             }
         };
         armed.wq.enqueue(armed.cpu, work.clone());
-        armed.wq.forget_armed((self.key(), armed.gen));
+        forget_after_queueing(armed, self.key());
         true
     }
+}
+
+/// Forgets the arming of a timer that fired or was fired early, once its item is queued:
+/// drops the record's reference to the workqueue first, then `WqInfo::forget_armed` (which
+/// says why in that order, and wakes a destroyer).
+#[inline]
+fn forget_after_queueing(armed: Armed, key: usize) {
+    let (info, key) = (armed.wq.info.clone(), (key, armed.gen));
+    drop(armed);
+    info.forget_armed(key);
 }
 
 /// Waits while the item is in transit: PENDING owned by someone (a firing timer callback)
@@ -148,7 +158,7 @@ impl TimerSteal for Arc<DelayedTimer> {
                 _ => return false,
             }
         };
-        armed.wq.forget_armed((self.key(), armed.gen));
+        armed.wq.info.forget_armed((self.key(), armed.gen));
         true
     }
 }

@@ -101,6 +101,13 @@ pub(crate) struct WqInfo {
     /// I: the workqueue itself, for a worker running one of its items (`Work::requeue`): weak,
     /// since the pwqs hold this info and the workqueue holds the pwqs. Upgraded for one call.
     pub(crate) shared: Weak<WqShared>,
+    /// Delayed items whose timer is armed to queue them here, by timer identity and arming
+    /// generation (an item that re-arms itself from its function is armed again before the
+    /// callback that queued it forgets the previous arming: each is its own entry). A destroy
+    /// queues them at once instead of leaving them behind. Here rather than in `WqShared`, so
+    /// that a timer callback can forget its record after letting go of the workqueue (see
+    /// [`WqInfo::forget_armed`]).
+    pub(crate) armed: Mutex<HashMap<ArmedKey, (Arc<DelayedTimer>, Work)>>,
 }
 
 impl fmt::Debug for WqInfo {
@@ -124,6 +131,23 @@ impl WqInfo {
         if self.destroying.load(Ordering::Acquire) {
             self.drained.notify();
         }
+    }
+
+    /// Forgets the arming `key` of a delayed item: its timer fired, was fired early, or was
+    /// cancelled. Every removal from `armed` goes through here, so that a destroyer waiting
+    /// for the map to empty is always woken (issue 9, bug 1: a removal that woke nobody, after
+    /// the item's completion had already been consumed, left the destroyer waiting forever).
+    ///
+    /// A timer callback calls this only after dropping its reference to the `WqShared`: a
+    /// destroyer that sees the map empty returns, and its caller may drop the last handles of
+    /// the workqueue and of the runtime at once; had the timer thread still held the
+    /// workqueue, the runtime's last reference would have gone on the timer thread, and its
+    /// shutdown would have tried to join that thread from itself (found by tests/shuttle.rs).
+    pub(crate) fn forget_armed(&self, key: ArmedKey) {
+        let removed = self.armed.lock().remove(&key);
+        self.wake_destroyer();
+        // The removed handles drop after the lock: a drop may run user destructors.
+        drop(removed);
     }
 
     /// Hands a caught panic to the handler. No lock held.
@@ -157,7 +181,7 @@ enum Pwqs {
     Unbound(Pwq),
 }
 
-/// An arming in `WqShared::armed`: the timer's identity (`DelayedTimer::key`) and the
+/// An arming in `WqInfo::armed`: the timer's identity (`DelayedTimer::key`) and the
 /// arming's generation.
 pub(crate) type ArmedKey = (usize, u64);
 
@@ -169,11 +193,6 @@ pub(crate) struct WqShared {
     pub(crate) max_active: usize,
     /// The workqueue side of the flush colours (`wq->mutex`).
     flush_lock: Mutex<FlushLocked>,
-    /// Delayed items whose timer is armed to queue them here, by timer identity and arming
-    /// generation (an item that re-arms itself from its function is armed again before the
-    /// callback that queued it forgets the previous arming: each is its own entry). A destroy
-    /// queues them at once instead of leaving them behind.
-    pub(crate) armed: Mutex<HashMap<ArmedKey, (Arc<DelayedTimer>, Work)>>,
     pub(crate) rt: Runtime,
 }
 
@@ -256,6 +275,7 @@ impl Workqueue {
                 panic_handler,
                 rescuer,
                 shared: me.clone(),
+                armed: Mutex::new(HashMap::new()),
             });
             let attach = |pool: &Arc<crate::pool::WorkerPool>| {
                 let mut pwq = PwqLocked::new(info.clone(), max_active);
@@ -287,14 +307,7 @@ impl Workqueue {
 
 impl WqShared {
     fn new(info: Arc<WqInfo>, pwqs: Pwqs, max_active: usize, rt: Runtime) -> WqShared {
-        WqShared {
-            info,
-            pwqs,
-            max_active,
-            flush_lock: Mutex::new(FlushLocked::default()),
-            armed: Mutex::new(HashMap::new()),
-            rt,
-        }
+        WqShared { info, pwqs, max_active, flush_lock: Mutex::new(FlushLocked::default()), rt }
     }
 }
 
@@ -674,7 +687,7 @@ impl WqShared {
         let mut tries = 0u32;
         loop {
             self.fire_armed_now();
-            let armed = !self.armed.lock().is_empty();
+            let armed = !self.info.armed.lock().is_empty();
             let in_flight = self.pwq_list().iter().any(|p| p.pool.lock().pwqs[p.slot as usize].in_flight() > 0);
             if in_flight {
                 // As `destroy_workqueue` drains: flush, count the round, and warn at
@@ -701,22 +714,10 @@ impl WqShared {
         true
     }
 
-    /// Forgets the arming `key` of a delayed item: its timer fired, was fired early, or was
-    /// cancelled. Every removal from `armed` goes through
-    /// here, so that a destroyer waiting for the map to empty is always woken (issue 9, bug 1:
-    /// a removal that woke nobody, after the item's completion had already been consumed, left
-    /// the destroyer waiting forever).
-    pub(crate) fn forget_armed(&self, key: ArmedKey) {
-        let removed = self.armed.lock().remove(&key);
-        self.info.wake_destroyer();
-        // The removed handles drop after the lock: a drop may run user destructors.
-        drop(removed);
-    }
-
     /// Queues every delayed item armed for this workqueue now (`flush_delayed_work`'s first
     /// half), so that destroy does not leave them behind.
     fn fire_armed_now(&self) {
-        let armed: Vec<(Arc<DelayedTimer>, Work)> = self.armed.lock().values().cloned().collect();
+        let armed: Vec<(Arc<DelayedTimer>, Work)> = self.info.armed.lock().values().cloned().collect();
         for (timer, work) in armed {
             timer.fire_now(&work);
         }
