@@ -39,6 +39,8 @@ pub struct Clock {
     inner: Arc<ClockInner>,
 }
 
+// Under the checkers a modelled `Mutex` is far larger than parking_lot's; one clock per runtime.
+#[cfg_attr(any(loom, shuttle), allow(clippy::large_enum_variant))]
 enum ClockInner {
     Real,
     Manual(ManualState),

@@ -63,6 +63,9 @@ pub use runtime::{
 };
 pub use spawn::{FailMode, FailingSpawner, SpawnRequest, Spawner, ThreadHandle, ThreadKind, ThreadSpawner};
 pub use stats::WqStats;
+#[cfg(shuttle)]
+#[doc(hidden)]
+pub use sync::plant;
 pub use warn::{Warning, WarningKind, MAX_NAMED};
 pub use work::delayed::DelayedWork;
 pub use work::Work;

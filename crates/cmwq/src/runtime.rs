@@ -75,6 +75,17 @@ pub(crate) struct Config {
     pub(crate) rescuer_algorithm: crate::rescuer::RescuerAlgorithm,
     /// Where warnings go (default: stderr).
     pub(crate) warning_handler: crate::warn::WarningHandler,
+    /// The bug a shuttle twin test planted in this runtime (`sync::plant`).
+    #[cfg(shuttle)]
+    pub(crate) plant: Option<crate::sync::plant::Bug>,
+}
+
+impl Config {
+    /// Whether `bug` is planted in this runtime (`sync::plant`; shuttle builds only).
+    #[cfg(shuttle)]
+    pub(crate) fn planted(&self, bug: crate::sync::plant::Bug) -> bool {
+        self.plant == Some(bug)
+    }
 }
 
 /// What every pool of a runtime shares: knobs, clock, spawner, timer service, monitor.
@@ -352,6 +363,8 @@ impl Default for RuntimeBuilder {
                 mayday_interval: MAYDAY_INTERVAL,
                 rescuer_algorithm: crate::rescuer::RescuerAlgorithm::default(),
                 warning_handler: crate::warn::WarningHandler::default(),
+                #[cfg(shuttle)]
+                plant: None,
             },
             clock: Clock::real(),
             spawner: Arc::new(ThreadSpawner),
@@ -439,6 +452,15 @@ impl RuntimeBuilder {
         F: Fn(&crate::Warning<'_>) + Send + Sync + 'static,
     {
         self.config.warning_handler = crate::warn::WarningHandler(Some(Arc::new(f)));
+        self
+    }
+
+    /// Plants `bug` in this runtime, for a shuttle twin test (`sync::plant`; compiled only
+    /// under `--cfg shuttle`).
+    #[cfg(shuttle)]
+    #[doc(hidden)]
+    pub fn plant(mut self, bug: crate::sync::plant::Bug) -> Self {
+        self.config.plant = Some(bug);
         self
     }
 

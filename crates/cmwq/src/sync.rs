@@ -34,6 +34,11 @@
 //!   checker it is never contended (a checker runs one modelled thread at a time).
 //! * Time: loom's and shuttle's timed condvar waits never time out (`Condvar::wait_for` waits
 //!   for a notification), so checker scenarios drive time through `ManualClock`.
+//! * OS calls (`sys.rs`): shuttle runs every modelled thread on the test's one OS thread, so
+//!   under `--cfg shuttle` the thread probes (CPU clocks, `/proc` states) are off, pinning and
+//!   nice are no-ops, and the current CPU is the modelled thread's task id (`sys.rs` says
+//!   what that changes: sleeps are never detected, only the `blocking` hint counts).
+//! * [`plant`] (`--cfg shuttle` only): bugs a twin test plants in one runtime.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods, clippy::disallowed_macros)]
 
 #[cfg(not(any(loom, shuttle)))]
@@ -347,5 +352,27 @@ pub(crate) mod plant {
         let mut p = planted();
         p.retain(|&(t, _)| t != me);
         p.extend(bug.map(|b| (me, b)));
+    }
+}
+
+/// Planted bugs, compiled only under `--cfg shuttle`: a shuttle scenario's twin test builds its
+/// runtime with [`RuntimeBuilder::plant`](crate::RuntimeBuilder::plant) to show that the
+/// scenario catches the bug it claims to (tests/shuttle.rs). Each planted bug re-creates a fixed
+/// one at the place of its fix; a normal build has neither the switch nor the checks. Unlike
+/// the loom models' switch (above, per OS thread), this one is per runtime: a shuttle scenario
+/// builds whole runtimes, and tests run in parallel.
+#[cfg(shuttle)]
+pub mod plant {
+    /// A bug to plant in one runtime.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum Bug {
+        /// Issue 9, bug 1 (fixed by 2499073): a delayed item's timer that fired, or was fired
+        /// early, forgets its record in the workqueue's armed map without waking a destroyer
+        /// (`work/delayed.rs`, `forget_after_queueing`).
+        ArmedRemovalWakesNobody,
+        /// The second lost wake-up fixed by 2499073: a destroyer that leaves does not hand the
+        /// wake-up on to a concurrent destroyer (`WqShared::destroy`).
+        DestroyerKeepsWakeUp,
     }
 }

@@ -1,6 +1,17 @@
 //! Operating-system calls, all through the safe APIs of well-kept crates (rustix, nix): thread
 //! CPU clocks and states (for the monitor), CPU affinity and the current CPU (per-CPU pools),
 //! and thread priorities (highpri pools, rescuers, the monitor).
+//!
+//! Under `--cfg shuttle` every modelled thread runs on the one OS thread of the test, so these
+//! calls would read or change that host thread, not the modelled one, and the readings (CPU
+//! clocks, the current CPU) would make schedules unreplayable. There, and only there:
+//! * [`ThreadProbe::open_current`] returns `None` (no CPU clock, no `/proc` state): the monitor
+//!   samples nothing, so sleeps are never detected and no item is ever marked CPU-intensive by
+//!   the monitor; concurrency is managed by the `blocking` hint alone, as on a system without
+//!   these files (the monitor's documented fallback);
+//! * pinning, unpinning and nice are no-ops;
+//! * [`current_cpu`] is the modelled thread's shuttle task id folded onto the modelled CPUs,
+//!   so the per-CPU pool a `queue` picks is a function of the schedule.
 
 use nix::time::ClockId;
 use std::fs::File;
@@ -21,6 +32,9 @@ impl ThreadProbe {
     /// `with_state`: also open the thread's state (needed only where sleeps are detected, on
     /// concurrency-managed pools; opening a /proc file is the costly part of a worker's start).
     pub(crate) fn open_current(with_state: bool) -> Option<ThreadProbe> {
+        if cfg!(shuttle) {
+            return None; // See the module docs.
+        }
         let stat = if with_state { Some(File::open("/proc/thread-self/stat").ok()?) } else { None };
         let probe = ThreadProbe { clock: thread_cpu_clock(rustix::thread::gettid().as_raw_nonzero().get()), stat };
         probe.runtime_ns().map(|_| probe)
@@ -71,6 +85,9 @@ fn allowed_cpus() -> &'static [usize] {
 /// Pins the calling thread to `cpu` (modulo the CPUs the process may use).
 pub(crate) fn pin_current_thread(cpu: usize) {
     use rustix::thread::{sched_setaffinity, CpuSet};
+    if cfg!(shuttle) {
+        return; // See the module docs.
+    }
     let cpus = allowed_cpus();
     if cpus.is_empty() {
         return;
@@ -83,6 +100,9 @@ pub(crate) fn pin_current_thread(cpu: usize) {
 /// Lets the calling thread run on every CPU the process may use again.
 pub(crate) fn unpin_current_thread() {
     use rustix::thread::{sched_setaffinity, CpuSet};
+    if cfg!(shuttle) {
+        return; // See the module docs.
+    }
     let cpus = allowed_cpus();
     if cpus.is_empty() {
         return;
@@ -100,8 +120,15 @@ pub(crate) fn unpin_current_thread() {
 /// from the thread's registered `rseq` area (one load) and falls back to the vDSO or the
 /// system call. rustix's own backend reads the vDSO through the auxiliary vector, which
 /// crashed the process under valgrind (no vDSO there).
+#[cfg(not(shuttle))]
 pub(crate) fn current_cpu(nr_cpus: usize) -> usize {
     rustix::thread::sched_getcpu() % nr_cpus
+}
+
+/// Under shuttle: the modelled thread's task id, folded (see the module docs).
+#[cfg(shuttle)]
+pub(crate) fn current_cpu(nr_cpus: usize) -> usize {
+    usize::from(shuttle::current::me()) % nr_cpus
 }
 
 /// The nice level of highpri workers and rescuers (`HIGHPRI_NICE_LEVEL`, `RESCUER_NICE_LEVEL`
@@ -111,10 +138,11 @@ pub(crate) const HIGH_NICE: i32 = -20;
 /// Sets the calling thread's nice level (on Linux, nice is per thread). Without the privilege
 /// to raise priority (CAP_SYS_NICE) this quietly does nothing: the thread keeps its own.
 pub(crate) fn set_current_nice(nice: i32) {
-    // Under loom every modelled thread runs on the test's own OS thread: leave it as it is.
-    #[cfg(not(loom))]
+    // Under loom or shuttle every modelled thread runs on the test's own OS thread: leave it
+    // as it is (see the module docs).
+    #[cfg(not(any(loom, shuttle)))]
     let _ = rustix::process::setpriority_process(None, nice);
-    #[cfg(loom)]
+    #[cfg(any(loom, shuttle))]
     let _ = nice;
 }
 

@@ -128,11 +128,21 @@ impl DelayedTimer {
 
 /// Forgets the arming of a timer that fired or was fired early, once its item is queued:
 /// drops the record's reference to the workqueue first, then `WqInfo::forget_armed` (which
-/// says why in that order, and wakes a destroyer).
+/// says why in that order, and wakes a destroyer). Under `--cfg shuttle` a twin test can
+/// plant issue 9's bug 1 here (`sync::plant::Bug::ArmedRemovalWakesNobody`): the record is
+/// removed and nobody is woken, as before its fix.
 #[inline]
 fn forget_after_queueing(armed: Armed, key: usize) {
     let (info, key) = (armed.wq.info.clone(), (key, armed.gen));
+    #[cfg(shuttle)]
+    let planted = armed.wq.rt.shared().env.config.planted(crate::sync::plant::Bug::ArmedRemovalWakesNobody);
     drop(armed);
+    #[cfg(shuttle)]
+    if planted {
+        let removed = info.armed.lock().remove(&key);
+        drop(removed);
+        return;
+    }
     info.forget_armed(key);
 }
 

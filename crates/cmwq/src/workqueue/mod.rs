@@ -704,8 +704,15 @@ impl WqShared {
             }
         }
         // Another destroyer may wait on the same sleeper, whose notification this one may have
-        // consumed: hand the wake-up on (a spurious one costs a re-check).
-        self.info.drained.notify();
+        // consumed: hand the wake-up on (a spurious one costs a re-check). A shuttle twin test
+        // can plant the bug of leaving this out (`sync::plant`).
+        #[cfg(shuttle)]
+        let hand_on = !self.rt.shared().env.config.planted(crate::sync::plant::Bug::DestroyerKeepsWakeUp);
+        #[cfg(not(shuttle))]
+        let hand_on = true;
+        if hand_on {
+            self.info.drained.notify();
+        }
         // Drained: nothing can call for help any more; the rescuer empties its mayday list,
         // drops every reference, and exits.
         if let Some(r) = &self.info.rescuer {
