@@ -4,6 +4,7 @@
 pub mod stuck;
 pub mod warnings;
 
+use cmwq::{Work, Workqueue};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -367,4 +368,20 @@ impl cmwq::Spawner for CountingSpawner {
         // On failure the body (and `exit` in it) was dropped unrun: the count is already back.
         r
     }
+}
+
+/// A work item that counts its runs in `n`.
+pub fn counter_work(n: &Arc<AtomicUsize>) -> Work {
+    let n = n.clone();
+    Work::new(move |_| {
+        n.fetch_add(1, Ordering::SeqCst);
+    })
+}
+
+/// Holds an ordered workqueue busy until the latch opens.
+pub fn plug(wq: &Workqueue) -> Latch {
+    let gate = Latch::new();
+    let g = gate.clone();
+    wq.spawn(move || g.wait());
+    gate
 }
