@@ -27,6 +27,11 @@ pub struct PoolInfo {
     pub nr_pending: usize,
     /// A manager is active (`POOL_MANAGER_ACTIVE`).
     pub manager_active: bool,
+    /// The mayday timer is armed (`pool->mayday_timer` pending): a manager is creating a
+    /// worker, or a pool without workers waits for one.
+    pub mayday_timer_armed: bool,
+    /// The idle-cull timer is armed (`pool->idle_timer`).
+    pub idle_timer_armed: bool,
     /// The worklist, head first: items, flush barriers and rescuer cursors.
     pub worklist: Vec<PendingEntry>,
 }
@@ -99,6 +104,8 @@ impl PoolInfo {
                 .filter(|e| matches!(e, PendingEntry::Work { .. } | PendingEntry::Spawned { .. }))
                 .count(),
             manager_active: g.manager_active,
+            mayday_timer_armed: g.mayday_timer.is_some(),
+            idle_timer_armed: g.idle_timer_armed,
             worklist,
         }
     }
