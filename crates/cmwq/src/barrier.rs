@@ -13,54 +13,25 @@
 //! wait for.
 
 use crate::completion::Completion;
-use crate::pool::{registry, Entry, Item, Loc};
 use crate::sync::Arc;
-use crate::work::{Work, NO_NODE};
-use crate::worklist::NIL;
+use crate::work::Work;
 
 /// Inserts a barrier behind the last instance of `work`; returns its completion, or `None` if
-/// the item is idle.
+/// the item is idle (or runs on the calling thread: it would wait for itself).
 pub(crate) fn start_flush_work(work: &Work) -> Option<Arc<Completion>> {
-    let pool = registry::lookup(work.state().load().last_pool()?)?;
+    let pool = crate::pool::lookup(work.state().load().last_pool()?)?;
     // Taken before the target's pool lock: it may be the same pool.
     let current = if cfg!(debug_assertions) { crate::debug::current_wq() } else { None };
-    let mut g = pool.lock();
-    let snap = work.state().load();
-    let done = Arc::new(Completion::new());
-    let target = if snap.is_queued() && snap.last_pool() == Some(pool.id) {
-        if work.node() == NO_NODE {
-            // Parked in an inactive run: give it a node to link the barrier to.
-            g.unpark_all();
-        }
-        let idx = work.node();
-        let (pwq, color, linked, loc) = {
-            let e = g.nodes.get(idx);
-            (e.pwq, e.color, e.linked, e.loc)
-        };
-        g.nodes.get_mut(idx).linked = true;
-        let barrier = Entry { item: Item::Barrier(done.clone()), pwq, color, inactive: true, linked, loc };
-        g.with_list(loc, pwq, |l, n| l.insert_after(n, idx, barrier));
-        g.pwqs[pwq as usize].inc_in_flight(color);
-        pwq
-    } else if let Some(wk) = g.find_worker_executing(work) {
-        if crate::pool::worker::current_worker().is_some_and(|(p, me)| Arc::ptr_eq(&p, &pool) && me == wk) {
+    let (done, target) = match pool.lock().insert_barrier(work) {
+        Ok(found) => found?,
+        Err(()) => {
             // Flushing (or cancel_sync-ing) an item from its own function would wait for
             // itself forever.
             eprintln!("cmwq: {work:?} flushed from its own function: not waiting for itself");
             return None;
         }
-        let cur = g.workers[wk].current.as_ref().expect("busy worker has a current item");
-        let (pwq, color) = (cur.pwq, cur.color);
-        let loc = Loc::scheduled(wk);
-        let barrier = Entry { item: Item::Barrier(done.clone()), pwq, color, inactive: true, linked: false, loc };
-        let head = g.workers[wk].scheduled.front().unwrap_or(NIL);
-        g.with_list(loc, pwq, |l, n| l.insert_before(n, head, barrier));
-        g.pwqs[pwq as usize].inc_in_flight(color);
-        pwq
-    } else {
-        return None;
     };
-    crate::debug::check_flush_dependency(current.as_ref(), &g.pwqs[target as usize].wq);
+    crate::debug::check_flush_dependency(current.as_ref(), &target);
     Some(done)
 }
 

@@ -4,9 +4,9 @@
 //! guarantee of the flushing workqueue. Like the kernel's `WARN_ONCE`, each pair of workqueues
 //! is reported once; the number of reports is counted for tests.
 
+use crate::pool::PwqOwner;
 use crate::sync::global::OnceLock;
 use crate::sync::{Arc, Ordering, Weak};
-use crate::workqueue::WqInfo;
 
 /// Reports so far.
 #[allow(clippy::disallowed_types)] // Process-wide: the real atomic (crate::sync::global).
@@ -19,24 +19,23 @@ pub fn flush_dependency_warnings() -> u64 {
 }
 
 /// The workqueue of the item the calling worker runs, if the caller is a worker.
-pub(crate) fn current_wq() -> Option<Arc<WqInfo>> {
-    let (pool, me) = crate::pool::worker::current_worker()?;
-    let g = pool.lock();
-    let cur = g.workers.get(me)?.current.as_ref()?;
-    Some(g.pwqs.get(cur.pwq as usize)?.wq.clone())
+pub(crate) fn current_wq() -> Option<Arc<dyn PwqOwner>> {
+    let (pool, me) = crate::pool::current_worker()?;
+    let owner = pool.lock().current_owner(me);
+    owner
 }
 
 /// A reported pair: the flusher, and the target's address.
-type Reported = (Weak<WqInfo>, usize);
+type Reported = (Weak<dyn PwqOwner>, usize);
 
 /// `check_flush_dependency`: `current` (the flusher's workqueue, if it is a worker) flushes
 /// `target`.
-pub(crate) fn check_flush_dependency(current: Option<&Arc<WqInfo>>, target: &WqInfo) {
+pub(crate) fn check_flush_dependency(current: Option<&Arc<dyn PwqOwner>>, target: &Arc<dyn PwqOwner>) {
     if !cfg!(debug_assertions) {
         return;
     }
     let Some(cur) = current else { return };
-    if !cur.flags.mem_reclaim || target.flags.mem_reclaim {
+    if !cur.mem_reclaim() || target.mem_reclaim() {
         return;
     }
     // The pairs already reported: the flusher by a weak reference (its allocation stays, so
@@ -48,7 +47,7 @@ pub(crate) fn check_flush_dependency(current: Option<&Arc<WqInfo>>, target: &WqI
     static SEEN: OnceLock<crate::sync::global::Mutex<Vec<Reported>>> = OnceLock::new();
     let mut seen = SEEN.get_or_init(Default::default).lock();
     seen.retain(|(w, _)| w.strong_count() > 0);
-    let key = (Arc::downgrade(cur), target as *const WqInfo as usize);
+    let key = (Arc::downgrade(cur), Arc::as_ptr(target) as *const u8 as usize);
     if seen.iter().any(|(w, t)| Weak::ptr_eq(w, &key.0) && *t == key.1) {
         return;
     }
@@ -57,6 +56,7 @@ pub(crate) fn check_flush_dependency(current: Option<&Arc<WqInfo>>, target: &WqI
     eprintln!(
         "cmwq: WARNING: mem_reclaim workqueue {:?} is flushing !mem_reclaim workqueue {:?}: \
          this can deadlock when no worker can be created (check_flush_dependency)",
-        cur.name, target.name
+        cur.name(),
+        target.name()
     );
 }

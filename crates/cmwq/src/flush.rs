@@ -15,7 +15,7 @@
 //! each pool lock; [`FlushShared`] is what the pool side reaches without the workqueue lock.
 
 use crate::completion::Completion;
-use crate::pwq::{Pwq, NR_COLORS};
+use crate::pool::{Pwq, NR_COLORS};
 use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
 use std::collections::VecDeque;
 
@@ -41,10 +41,8 @@ pub(crate) struct FlushLocked {
     overflow: VecDeque<Arc<Completion>>,
 }
 
-#[cfg(all(test, loom))]
 impl FlushLocked {
-    /// The colour new items get (the loom model of the flush colours waits for a flush to
-    /// have advanced it).
+    /// The colour new items get (a new pwq starts with it: `link_pwq`).
     pub(crate) fn work_color(&self) -> u8 {
         self.work_color
     }
@@ -95,23 +93,9 @@ fn prep_pwqs(
         shared.nr_pwqs_to_flush.store(bias, Ordering::Release);
     }
     for p in pwqs {
-        let mut g = p.pool.lock();
-        let pwq = &mut g.pwqs[p.slot as usize];
-        if let Some(fc) = flush_color {
-            assert!(pwq.flush_color.is_none(), "pwq already flushing");
-            if pwq.nr_in_flight[fc as usize] > 0 {
-                pwq.flush_color = Some(fc);
-                shared.nr_pwqs_to_flush.fetch_add(1, Ordering::AcqRel);
-                wait = true;
-            }
-        }
-        if let Some(wc) = work_color {
-            assert_eq!(wc, next_color(pwq.work_color), "pwq work colour out of step");
-            #[cfg(loom)]
-            if crate::sync::plant::is(crate::sync::plant::Bug::FlushColourNotAdvanced) {
-                continue;
-            }
-            pwq.work_color = wc;
+        if p.lock().pwq_flush_prep(p.slot(), flush_color, work_color) {
+            shared.nr_pwqs_to_flush.fetch_add(1, Ordering::AcqRel);
+            wait = true;
         }
     }
     if flush_color.is_some() && bias == 1 {
@@ -120,11 +104,18 @@ fn prep_pwqs(
     wait
 }
 
-/// Waits until every entry queued on `pwqs` before the call has finished (`__flush_workqueue`).
-pub(crate) fn flush_workqueue(lock: &Mutex<FlushLocked>, shared: &FlushShared, pwqs: &[Pwq]) {
+/// Waits until every entry queued on the workqueue's pwqs before the call has finished
+/// (`__flush_workqueue`). `lock` is the workqueue lock; `parts` finds the flush state and the
+/// pwqs behind it.
+pub(crate) fn flush_workqueue<L>(
+    lock: &Mutex<L>,
+    shared: &FlushShared,
+    parts: fn(&mut L) -> (&mut FlushLocked, &[Pwq]),
+) {
     let me = Arc::new(Completion::new());
     {
-        let mut l = lock.lock();
+        let mut guard = lock.lock();
+        let (l, pwqs) = parts(&mut guard);
         let next = next_color(l.work_color);
         if next != l.flush_color {
             // Colour space not full: flush the current colour, new items get the next one.
@@ -135,7 +126,7 @@ pub(crate) fn flush_workqueue(lock: &Mutex<FlushLocked>, shared: &FlushShared, p
                 assert_eq!(l.flush_color, color);
                 l.first = Some((color, me.clone()));
                 let wc = l.work_color;
-                if !prep_pwqs(shared, &l, pwqs, Some(color), Some(wc)) {
+                if !prep_pwqs(shared, l, pwqs, Some(color), Some(wc)) {
                     // Nothing in flight of this colour: done at once.
                     l.flush_color = next;
                     l.first = None;
@@ -145,7 +136,7 @@ pub(crate) fn flush_workqueue(lock: &Mutex<FlushLocked>, shared: &FlushShared, p
                 assert_ne!(l.flush_color, color);
                 l.queue.push_back((color, me.clone()));
                 let wc = l.work_color;
-                prep_pwqs(shared, &l, pwqs, None, Some(wc));
+                prep_pwqs(shared, l, pwqs, None, Some(wc));
             }
         } else {
             // All 16 colours in use: wait for one to free up.
@@ -156,7 +147,8 @@ pub(crate) fn flush_workqueue(lock: &Mutex<FlushLocked>, shared: &FlushShared, p
     me.wait();
 
     // Wake-up-and-cascade: only the first flusher has work to do.
-    let mut l = lock.lock();
+    let mut guard = lock.lock();
+    let (l, pwqs) = parts(&mut guard);
     if !l.first.as_ref().is_some_and(|f| Arc::ptr_eq(&f.1, &me)) {
         return;
     }
@@ -176,7 +168,7 @@ pub(crate) fn flush_workqueue(lock: &Mutex<FlushLocked>, shared: &FlushShared, p
             l.queue.extend(overflowed.into_iter().map(|c| (color, c)));
             l.work_color = next_color(l.work_color);
             let wc = l.work_color;
-            prep_pwqs(shared, &l, pwqs, None, Some(wc));
+            prep_pwqs(shared, l, pwqs, None, Some(wc));
         }
         let Some((color, next)) = l.queue.pop_front() else {
             assert_eq!(l.flush_color, l.work_color);
@@ -184,7 +176,7 @@ pub(crate) fn flush_workqueue(lock: &Mutex<FlushLocked>, shared: &FlushShared, p
         };
         assert_eq!(l.flush_color, color);
         l.first = Some((color, next));
-        if prep_pwqs(shared, &l, pwqs, Some(color), None) {
+        if prep_pwqs(shared, l, pwqs, Some(color), None) {
             break;
         }
         // That colour is already clean (its flusher was completed by prep): cascade.

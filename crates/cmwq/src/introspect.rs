@@ -2,7 +2,6 @@
 //! `show_one_workqueue` read in the kernel). Each snapshot is taken under the relevant pool
 //! lock and copied out; it may be stale as soon as it is returned.
 
-use crate::pool::{Item, WorkerPool};
 use crate::sync::Arc;
 use crate::work::Work;
 use crate::workqueue::Workqueue;
@@ -76,41 +75,6 @@ impl PendingEntry {
     }
 }
 
-impl PoolInfo {
-    pub(crate) fn of(p: &Arc<WorkerPool>) -> PoolInfo {
-        let g = p.lock();
-        let mut worklist = Vec::with_capacity(g.worklist.len());
-        let mut cur = g.worklist.front();
-        while let Some(idx) = cur {
-            let e = g.nodes.get(idx);
-            let workqueue = g.pwqs[e.pwq as usize].wq.name.clone();
-            worklist.push(match &e.item {
-                Item::Work(w) => PendingEntry::Work { workqueue, work: w.clone() },
-                Item::Once(_) => PendingEntry::Spawned { workqueue },
-                Item::Barrier(_) => PendingEntry::Barrier { workqueue },
-                Item::Cursor => PendingEntry::Cursor { workqueue },
-            });
-            cur = g.worklist.next(&g.nodes, idx);
-        }
-        PoolInfo {
-            id: p.id,
-            cpu: p.cpu,
-            highpri: p.highpri,
-            nr_workers: g.nr_workers,
-            nr_idle: g.idle_list.len(),
-            nr_running: g.nr_running,
-            nr_pending: worklist
-                .iter()
-                .filter(|e| matches!(e, PendingEntry::Work { .. } | PendingEntry::Spawned { .. }))
-                .count(),
-            manager_active: g.manager_active,
-            mayday_timer_armed: g.mayday_timer.is_some(),
-            idle_timer_armed: g.idle_timer_armed,
-            worklist,
-        }
-    }
-}
-
 /// The state of one pool-workqueue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -135,32 +99,18 @@ pub struct PwqInfo {
     pub mayday_refs: u32,
     /// The rescuer cursor is linked on the worklist.
     pub cursor_linked: bool,
+    /// Replaced by a newer pwq of its workqueue: it runs what it has, takes nothing new, and
+    /// is released once empty.
+    pub retired: bool,
 }
 
 impl Workqueue {
-    /// A snapshot of each of this workqueue's pool-workqueues.
+    /// A snapshot of each of this workqueue's pool-workqueues (retired ones that still drain
+    /// last).
     pub fn pwqs(&self) -> Vec<PwqInfo> {
-        let wq = self.shared();
-        wq.pwq_list()
-            .iter()
-            .map(|p| {
-                let g = p.pool.lock();
-                let pwq = &g.pwqs[p.slot as usize];
-                let on_mayday = wq.info.rescuer.as_ref().is_some_and(|r| r.maydays.lock().contains(&p.pool, p.slot));
-                PwqInfo {
-                    pool: p.pool.id,
-                    cpu: p.pool.cpu,
-                    nr_active: pwq.nr_active,
-                    nr_inactive: pwq.nr_inactive(),
-                    in_flight: pwq.in_flight(),
-                    work_color: pwq.work_color,
-                    flush_color: pwq.flush_color,
-                    on_mayday,
-                    mayday_refs: pwq.mayday_refs,
-                    cursor_linked: pwq.cursor.is_some(),
-                }
-            })
-            .collect()
+        let mut out = Vec::new();
+        self.shared().for_each_pwq(|p| out.push(p.lock().pwq_info(p.slot())));
+        out
     }
 
     /// Whether this workqueue has a rescuer (`mem_reclaim`).

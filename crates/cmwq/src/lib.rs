@@ -29,6 +29,7 @@ mod barrier;
 mod clock;
 mod completion;
 mod debug;
+mod env;
 mod error;
 mod flush;
 mod introspect;
@@ -36,7 +37,6 @@ mod introspect;
 mod loom_models;
 mod monitor;
 mod pool;
-mod pwq;
 mod rescuer;
 mod runtime;
 mod spawn;
@@ -53,10 +53,12 @@ mod workqueue;
 pub use clock::{Clock, ManualClock, MAX_DELAY};
 #[doc(hidden)]
 pub use debug::flush_dependency_warnings;
+#[doc(hidden)]
+pub use env::RescuerAlgorithm;
 pub use error::Error;
 pub use introspect::{PendingEntry, PoolInfo, PwqInfo};
-pub use pool::concurrency::blocking;
-pub use rescuer::{RescuerAlgorithm, RESCUER_BATCH};
+pub use pool::blocking;
+pub use rescuer::RESCUER_BATCH;
 pub use runtime::{
     Runtime, RuntimeBuilder, CM_MIN_TICK, CM_TICK, CPU_INTENSIVE_THRESH, CREATE_COOLDOWN, IDLE_WORKER_TIMEOUT,
     MAX_CPUS, MAYDAY_INITIAL_TIMEOUT, MAYDAY_INTERVAL,

@@ -24,7 +24,8 @@
 //! only the `blocking` hint manages concurrency.
 
 use crate::clock::{Clock, Sleeper};
-use crate::pool::{flags, Sleeping, WorkerPool};
+use crate::env::Config;
+use crate::pool::{Sleeping, WorkerPool};
 use crate::sync::{Arc, AtomicU8, Mutex, Ordering};
 use crate::sys::ThreadProbe;
 use std::time::Duration;
@@ -101,7 +102,7 @@ impl Monitor {
     }
 
     /// The monitor thread's body.
-    pub(crate) fn run(&self, clock: &Clock, cfg: &crate::runtime::Config) {
+    pub(crate) fn run(&self, clock: &Clock, cfg: &Config) {
         let mut fast = cfg.cm_min_tick;
         let mut quiet = 0u32;
         let mut idle_polls = 0u32;
@@ -184,6 +185,34 @@ fn peek_pool(pool: &Arc<WorkerPool>, scan: &mut Scan) {
     scan.busy |= g.any_busy();
 }
 
+/// What the monitor remembers of a busy worker between ticks; kept in the worker's record
+/// (under its pool lock), read and written only by the monitor, except that the worker restarts
+/// the hog clock when it wakes from a `blocking` section.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct MonSample {
+    /// The worker thread's total run time (ns) at the last sample, whatever it ran then. The
+    /// CPU time between two samples goes to the item running at the second (tick sampling, as
+    /// the kernel's `wq_worker_tick`), so none is lost when items change between samples.
+    runtime: Option<u64>,
+    /// The execution (`Current::seq`) `hog_base` belongs to.
+    seq: u64,
+    /// Run time when the item started or last woke (the kernel's `current_at`).
+    hog_base: u64,
+    /// Whether `hog_base` is valid for `seq`.
+    hog_valid: bool,
+}
+
+impl MonSample {
+    /// Restarts the CPU-hog clock (`wq_worker_running` resets `current_at`): at `now_ns` of
+    /// the worker's run time if known, else at the next sample.
+    pub(crate) fn restart_hog(&mut self, now_ns: Option<u64>) {
+        match now_ns {
+            Some(now) => self.hog_base = now,
+            None => self.hog_valid = false,
+        }
+    }
+}
+
 /// One busy worker's sample: taken under the pool lock, completed outside it.
 struct Sample {
     id: usize,
@@ -206,10 +235,11 @@ pub(crate) struct ScanBuf {
 }
 
 /// One tick over one pool: snapshot the busy workers under the lock, read their clocks (and
-/// the states of stopped ones) without it, then apply under it. A `full` tick (every
-/// `cm_tick`) samples every busy worker for CPU time and hogs; a fast tick only looks at the
-/// counted and sleeping workers of a per-CPU pool where items wait.
-fn scan_pool(pool: &Arc<WorkerPool>, cfg: &crate::runtime::Config, full: bool, buf: &mut ScanBuf, scan: &mut Scan) {
+/// the states of stopped ones) without it, then apply under it through the pool's
+/// concurrency transitions (`worker_sleeping`, `worker_running`, `worker_hogged`). A `full`
+/// tick (every `cm_tick`) samples every busy worker for CPU time and hogs; a fast tick only
+/// looks at the counted and sleeping workers of a per-CPU pool where items wait.
+fn scan_pool(pool: &Arc<WorkerPool>, cfg: &Config, full: bool, buf: &mut ScanBuf, scan: &mut Scan) {
     let cm = pool.is_cm();
     buf.samples.clear();
     {
@@ -218,21 +248,27 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &crate::runtime::Config, full: bool, b
             return;
         }
         scan.busy = true;
-        let waiting = cm && g.nr_running > 0 && (!g.worklist.is_empty() || !pool.inbox.is_empty());
+        let waiting = g.items_wait_behind_running();
         scan.waiting |= waiting;
         if !full && !waiting {
             return;
         }
-        for (id, w) in g.workers.iter() {
-            let (Some(cur), Some(probe)) = (&w.current, &w.probe) else { continue };
-            let counts = w.flags & flags::NOT_RUNNING == 0;
-            if !(full || counts || w.sleeping == Sleeping::Seen) {
-                continue;
+        g.for_each_busy(|w| {
+            if !(full || w.counts || w.sleeping == Sleeping::Seen) {
+                return;
             }
-            let same_item = w.mon.hog_valid && w.mon.seq == cur.seq;
+            let same_item = w.mon.hog_valid && w.mon.seq == w.seq;
             let prev = w.mon.runtime;
-            buf.samples.push(Sample { id, seq: cur.seq, probe: probe.clone(), prev, same_item, now: 0, asleep: false });
-        }
+            buf.samples.push(Sample {
+                id: w.id,
+                seq: w.seq,
+                probe: w.probe.clone(),
+                prev,
+                same_item,
+                now: 0,
+                asleep: false,
+            });
+        });
     }
     // Read the clocks, and the states of workers whose clock stopped, without the lock.
     buf.samples.retain_mut(|s| match s.probe.runtime_ns() {
@@ -245,56 +281,43 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &crate::runtime::Config, full: bool, b
     });
     let mut g = pool.lock_to_inspect();
     for s in &buf.samples {
-        let Some(w) = g.workers.get(s.id) else { continue };
-        let Some(cur) = &w.current else { continue };
-        if cur.seq != s.seq {
-            continue;
-        }
-        let slot = cur.pwq as usize;
-        let same_item = s.same_item && w.mon.hog_valid && w.mon.seq == s.seq;
         let delta = s.prev.map_or(0, |p| s.now.saturating_sub(p));
-        let (sleeping, counts) = (w.sleeping, w.flags & flags::NOT_RUNNING == 0);
-        g.pwqs[slot].stats.cpu_time_ns += delta;
-        let w = &mut g.workers[s.id];
-        w.mon.runtime = Some(s.now);
+        let Some(mon) = g.sample_of(s.id, s.seq, delta) else { continue };
+        let same_item = s.same_item && mon.hog_valid && mon.seq == s.seq;
+        mon.runtime = Some(s.now);
         if !same_item {
             // First look at this execution: the hog clock starts here.
-            w.mon.seq = s.seq;
-            w.mon.hog_base = s.now;
-            w.mon.hog_valid = true;
+            mon.seq = s.seq;
+            mon.hog_base = s.now;
+            mon.hog_valid = true;
             continue;
         }
+        let mut hog_base = mon.hog_base;
         if !cm {
             continue;
         }
+        let Some((counts, sleeping)) = g.worker_state(s.id) else { continue };
         match sleeping {
             Sleeping::No if counts && delta == 0 && s.asleep => {
-                g.worker_set_sleeping(s.id, Sleeping::Seen);
-                // The kick must see the items that wait in the inbox too.
-                g.drain_inbox();
-                pool.cm_kick(&mut g, s.id);
-                scan.acted = true;
+                scan.acted |= g.worker_sleeping(s.id, Sleeping::Seen);
             }
             Sleeping::Seen if delta > 0 => {
-                g.worker_set_sleeping(s.id, Sleeping::No);
-                g.workers[s.id].mon.hog_base = s.now;
+                g.worker_running(s.id, Some(s.now));
+                hog_base = s.now;
                 scan.acted = true;
             }
             _ => {}
         }
-        let w = &g.workers[s.id];
         let thresh = cfg.cpu_intensive_thresh;
+        let Some((counts, sleeping)) = g.worker_state(s.id) else { continue };
         if !thresh.is_zero()
-            && w.flags & flags::NOT_RUNNING == 0
-            && w.sleeping == Sleeping::No
-            && Duration::from_nanos(s.now.saturating_sub(w.mon.hog_base)) >= thresh
+            && counts
+            && sleeping == Sleeping::No
+            && Duration::from_nanos(s.now.saturating_sub(hog_base)) >= thresh
         {
-            g.worker_set_flags(s.id, flags::CPU_INTENSIVE);
-            g.pwqs[slot].stats.cpu_intensive += 1;
-            g.drain_inbox();
-            pool.cm_kick(&mut g, s.id);
+            g.worker_hogged(s.id);
             scan.acted = true;
         }
     }
-    scan.waiting |= cm && g.nr_running > 0 && (!g.worklist.is_empty() || !pool.inbox.is_empty());
+    scan.waiting |= g.items_wait_behind_running();
 }

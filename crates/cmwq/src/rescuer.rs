@@ -34,12 +34,10 @@
 //! measured: the pre-2025 one (take every matching item at once, run them all) and a
 //! cursor-less one that rescans from the head for every item.
 
-use crate::pool::{flags, worker, Item, Loc, PoolGuard, PoolLocked, WorkerPool, WorkerRec};
-use crate::pwq::Pwq;
+use crate::env::{Env, RescuerAlgorithm};
+use crate::pool::Pwq;
 use crate::spawn::{SpawnRequest, ThreadKind};
 use crate::sync::{thread, Arc, AtomicBool, Mutex, Ordering, Parker, Unparker};
-use crate::work::Work;
-use crate::worklist::NIL;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -47,40 +45,24 @@ use std::fmt;
 /// up to 17 (`RESCUER_BATCH`).
 pub const RESCUER_BATCH: usize = 16;
 
-/// Which rescuer algorithm a runtime's rescuers run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum RescuerAlgorithm {
-    /// The v7.0 algorithm (default): one item at a time behind a cursor, a batch limit while
-    /// others wait, extra items while the manager still struggles.
-    #[default]
-    Cursor,
-    /// Like `Cursor`, but every scan starts from the head of the worklist (the quadratic
-    /// variant the cursor was introduced to avoid; for measurements only).
-    RescanFromHead,
-    /// The pre-2025 rescuer: take every matching item into the rescuer at once and run them
-    /// all; requeue the pwq if it still needs help (for measurements only).
-    Legacy,
-}
-
 /// The mayday list of one workqueue, behind its mayday lock (`wq_mayday_lock`, taken inside
 /// pool locks).
 #[derive(Debug, Default)]
-pub(crate) struct MaydayLocked {
+struct MaydayLocked {
     /// Pwqs asking for help, FIFO; each at most once, each holding a reference.
-    pub(crate) list: VecDeque<Pwq>,
+    list: VecDeque<Pwq>,
 }
 
 impl MaydayLocked {
-    pub(crate) fn contains(&self, pool: &Arc<WorkerPool>, slot: u32) -> bool {
-        self.list.iter().any(|p| p.slot == slot && Arc::ptr_eq(&p.pool, pool))
+    fn contains(&self, pwq: &Pwq) -> bool {
+        self.list.iter().any(|p| p.same(pwq))
     }
 }
 
 /// A workqueue's rescuer, as the pool side and the workqueue see it.
 pub(crate) struct Rescuer {
     /// The mayday list.
-    pub(crate) maydays: Mutex<MaydayLocked>,
+    maydays: Mutex<MaydayLocked>,
     /// Wakes the rescuer thread.
     unparker: Unparker,
     /// Set by destroy (`kthread_stop`).
@@ -99,7 +81,7 @@ impl fmt::Debug for Rescuer {
 
 impl Rescuer {
     /// Creates the rescuer thread of workqueue `name` (`init_rescuer`).
-    pub(crate) fn start(env: &crate::runtime::Env, name: &str, nr_pwqs: usize) -> std::io::Result<Arc<Rescuer>> {
+    pub(crate) fn start(env: &Env, name: &str, nr_pwqs: usize) -> std::io::Result<Arc<Rescuer>> {
         let parker = Parker::new();
         let r = Arc::new(Rescuer {
             // Room for every pwq, so a mayday never allocates.
@@ -140,8 +122,37 @@ impl Rescuer {
         self.maydays.lock().list.is_empty()
     }
 
-    fn on_maydays(&self, pwq: &Pwq) -> bool {
-        self.maydays.lock().contains(&pwq.pool, pwq.slot)
+    /// Whether `pwq` is on the mayday list.
+    pub(crate) fn on_maydays(&self, pwq: &Pwq) -> bool {
+        self.maydays.lock().contains(pwq)
+    }
+
+    /// Puts `pwq` on the mayday list if it is not there yet and wakes the rescuer (the list
+    /// half of `send_mayday`). Returns whether it was added (the caller then takes the pwq's
+    /// mayday reference). Pool lock held; takes the mayday lock inside it.
+    pub(crate) fn push_mayday(&self, pwq: Pwq) -> bool {
+        #[cfg(loom)]
+        let wake_first = crate::sync::plant::is(crate::sync::plant::Bug::MaydayWakeBeforeQueue);
+        #[cfg(not(loom))]
+        let wake_first = false;
+        if wake_first && !self.on_maydays(&pwq) {
+            self.wake();
+        }
+        let mut m = self.maydays.lock();
+        #[cfg(loom)]
+        let dedup = !crate::sync::plant::is(crate::sync::plant::Bug::MaydayNoDedup);
+        #[cfg(not(loom))]
+        let dedup = true;
+        if dedup && m.contains(&pwq) {
+            return false;
+        }
+        m.list.push_back(pwq);
+        drop(m);
+        // After queueing: a rescuer woken earlier could find the list empty and park again.
+        if !wake_first {
+            self.wake();
+        }
+        true
     }
 }
 
@@ -167,155 +178,28 @@ fn rescuer_thread(r: &Arc<Rescuer>, parker: &Parker) {
     }
 }
 
-/// One turn on one pwq: attach, rescue, leave.
+/// One turn on one pwq: attach, rescue, leave (the pool side is `pool::RescueTurn`).
 fn rescue_pwq(r: &Arc<Rescuer>, pwq: &Pwq) {
-    let pool = &pwq.pool;
-    let now = pool.env.clock.now();
-    let me = pool.lock().workers.insert(WorkerRec::new(flags::PREP | flags::RESCUER, r.unparker.clone(), now));
-    // Attach: the pool's CPU affinity, and the worker identity for flush, blocking, chaining.
-    match pool.cpu {
-        Some(cpu) if pool.env.config.pin_workers => crate::sys::pin_current_thread(cpu),
-        _ => crate::sys::unpin_current_thread(),
-    }
-    worker::set_current(Some((pool.clone(), me)));
-    let mut deferred: Option<Work> = None;
-    let mut g = pool.lock();
+    let mut turn = pwq.attach_rescuer(r.unparker.clone());
     match r.algorithm {
-        RescuerAlgorithm::Legacy => g = rescue_legacy(r, pwq, g, me, &mut deferred),
+        RescuerAlgorithm::Legacy => {
+            // Items that just ran may have activated more: do not make them wait for the timer.
+            if turn.rescue_all_legacy() && turn.still_needed() {
+                turn.requeue();
+            }
+        }
         algo => {
             let mut count = 0;
-            while assign_rescuer_work(r, pwq, &mut g, me, algo == RescuerAlgorithm::RescanFromHead) {
-                g = worker::process_scheduled_works(pool, g, me, &mut deferred);
+            while turn.rescue_one(algo == RescuerAlgorithm::RescanFromHead, || !r.maydays_empty()) {
                 count += 1;
-                if count > RESCUER_BATCH
-                    && !r.maydays_empty()
-                    && g.pwqs[pwq.slot as usize].nr_active > 0
-                    && g.need_to_create_worker()
-                {
+                if count > RESCUER_BATCH && !r.maydays_empty() && turn.still_needed() {
                     // Others wait: go to the back of the line, the cursor stays.
-                    pool.send_mayday(&mut g, pwq.slot);
+                    turn.requeue();
                     break;
                 }
             }
-            // The cursor cannot be left behind without the rescuer watching it.
-            if let Some(c) = g.pwqs[pwq.slot as usize].cursor {
-                if !r.on_maydays(pwq) {
-                    g.unlink_cursor(c);
-                }
-            }
         }
     }
-    // Leave this pool; wake a regular worker, or it may end up with no concurrency.
-    pool.kick_pool(&mut g);
-    let rec = g.workers.remove(me);
-    debug_assert!(rec.scheduled.is_empty() && rec.current.is_none());
-    g.pwqs[pwq.slot as usize].mayday_refs -= 1;
-    drop(g);
-    drop(deferred);
-    worker::set_current(None);
-    crate::sys::unpin_current_thread();
-}
-
-/// Takes at most one item of `pwq` for the rescuer (`assign_rescuer_work`, v7.0). Pool lock
-/// held.
-fn assign_rescuer_work(r: &Rescuer, pwq: &Pwq, g: &mut PoolLocked, me: usize, rescan: bool) -> bool {
-    let slot = pwq.slot;
-    if g.pwqs[slot as usize].nr_active == 0 {
-        return false;
-    }
-    if !g.need_to_create_worker() {
-        // Workers are available again, unless the manager is still stuck creating one
-        // (memory pressure goes on) and no other pwq waits for the rescuer.
-        if !g.manager_active || !r.maydays_empty() {
-            return false;
-        }
-    }
-    let cursor = if rescan { None } else { g.pwqs[slot as usize].cursor };
-    let mut cur = match cursor {
-        Some(c) => g.worklist.next(&g.nodes, c),
-        None => g.worklist.front(),
-    };
-    let mut visits = 0u64;
-    while let Some(idx) = cur {
-        visits += 1;
-        // Where the scan resumes: past idx and its linked chain.
-        let next = after_chain(g, idx);
-        let e = g.nodes.get(idx);
-        if e.pwq == slot && !matches!(e.item, Item::Cursor) && g.assign_work(idx, me) {
-            let p = &mut g.pwqs[slot as usize];
-            p.stats.rescued += 1;
-            p.stats.rescuer_visits += visits;
-            if !rescan {
-                place_cursor(g, slot, next.unwrap_or(NIL));
-            }
-            return true;
-        }
-        cur = next;
-    }
-    g.pwqs[slot as usize].stats.rescuer_visits += visits;
-    false
-}
-
-/// The worklist entry after `idx` and the entries linked behind it.
-fn after_chain(g: &PoolLocked, idx: u32) -> Option<u32> {
-    let mut end = idx;
-    while g.nodes.get(end).linked {
-        end = g.worklist.next(&g.nodes, end).expect("a linked entry has a follower");
-    }
-    g.worklist.next(&g.nodes, end)
-}
-
-/// Moves (or inserts) pwq `slot`'s cursor to just before `before` (`NIL` = the tail).
-fn place_cursor(g: &mut PoolLocked, slot: u32, before: u32) {
-    match g.pwqs[slot as usize].cursor {
-        Some(c) => g.worklist.move_before(&mut g.nodes, c, before),
-        None => {
-            let e = crate::pool::Entry {
-                item: Item::Cursor,
-                pwq: slot,
-                color: 0,
-                inactive: true,
-                linked: false,
-                loc: Loc::Worklist,
-            };
-            let idx = g.worklist.insert_before(&mut g.nodes, before, e);
-            g.pwqs[slot as usize].cursor = Some(idx);
-        }
-    }
-}
-
-/// The pre-2025 rescuer turn: take every matching item at once, run them all, and requeue
-/// the pwq if it still needs help.
-fn rescue_legacy<'a>(
-    r: &Rescuer,
-    pwq: &'a Pwq,
-    mut g: PoolGuard<'a>,
-    me: usize,
-    deferred: &mut Option<Work>,
-) -> PoolGuard<'a> {
-    let slot = pwq.slot;
-    let mut cur = g.worklist.front();
-    let mut visits = 0u64;
-    while let Some(idx) = cur {
-        visits += 1;
-        let next = after_chain(&g, idx);
-        let e = g.nodes.get(idx);
-        if e.pwq == slot && !matches!(e.item, Item::Cursor) && g.assign_work(idx, me) {
-            g.pwqs[slot as usize].stats.rescued += 1;
-        }
-        cur = next;
-    }
-    g.pwqs[slot as usize].stats.rescuer_visits += visits;
-    if !g.workers[me].scheduled.is_empty() {
-        g = worker::process_scheduled_works(&pwq.pool, g, me, deferred);
-        // Items that just ran may have activated more: do not make them wait for the timer.
-        if g.pwqs[slot as usize].nr_active > 0 && g.need_to_create_worker() {
-            let mut m = r.maydays.lock();
-            if !m.contains(&pwq.pool, slot) && !r.stop.load(Ordering::Acquire) {
-                g.pwqs[slot as usize].mayday_refs += 1;
-                m.list.push_back(pwq.clone());
-            }
-        }
-    }
-    g
+    // The cursor cannot be left behind without the rescuer watching it.
+    turn.finish(|| r.on_maydays(pwq));
 }

@@ -13,10 +13,11 @@
 //! accepted work is left behind.
 
 use crate::clock::Clock;
+use crate::env::{Config, Env};
 use crate::error::Error;
 use crate::introspect::PoolInfo;
 use crate::monitor::Monitor;
-use crate::pool::{flags, manager, WorkerPool};
+use crate::pool::{create_worker, WorkerPool};
 use crate::spawn::{SpawnRequest, Spawner, ThreadKind, ThreadSpawner};
 use crate::sync::global::OnceLock;
 use crate::sync::{thread, Arc, AtomicBool, AtomicU32, Mutex, Ordering, Weak};
@@ -57,50 +58,6 @@ pub const MAYDAY_INITIAL_TIMEOUT: Duration = Duration::from_millis(10);
 /// Then every 100 ms while the pool still needs a worker (`MAYDAY_INTERVAL`).
 pub const MAYDAY_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The knobs of a runtime. I: fixed at build.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    /// Number of modelled CPUs (per-CPU pool pairs).
-    pub(crate) nr_cpus: usize,
-    /// Pin per-CPU workers to their CPU.
-    pub(crate) pin_workers: bool,
-    pub(crate) idle_timeout: Duration,
-    pub(crate) create_cooldown: Duration,
-    pub(crate) cpu_intensive_thresh: Duration,
-    pub(crate) cm_tick: Duration,
-    pub(crate) cm_min_tick: Duration,
-    pub(crate) worker_stack_size: Option<usize>,
-    pub(crate) mayday_initial_timeout: Duration,
-    pub(crate) mayday_interval: Duration,
-    pub(crate) rescuer_algorithm: crate::rescuer::RescuerAlgorithm,
-    /// Where warnings go (default: stderr).
-    pub(crate) warning_handler: crate::warn::WarningHandler,
-    /// The bug a shuttle twin test planted in this runtime (`sync::plant`).
-    #[cfg(shuttle)]
-    pub(crate) plant: Option<crate::sync::plant::Bug>,
-}
-
-impl Config {
-    /// Whether `bug` is planted in this runtime (`sync::plant`; shuttle builds only).
-    #[cfg(shuttle)]
-    pub(crate) fn planted(&self, bug: crate::sync::plant::Bug) -> bool {
-        self.plant == Some(bug)
-    }
-}
-
-/// What every pool of a runtime shares: knobs, clock, spawner, timer service, monitor.
-#[derive(Debug)]
-pub(crate) struct Env {
-    pub(crate) config: Config,
-    pub(crate) clock: Clock,
-    pub(crate) spawner: Arc<dyn Spawner>,
-    pub(crate) timers: TimerService,
-    pub(crate) monitor: Monitor,
-    /// Pools that have reported a failed worker creation on stderr (at most
-    /// `MAX_CREATE_FAILURE_REPORTS`). Relaxed: a counter of messages, ordering nothing.
-    pub(crate) create_failure_reports: AtomicU32,
-}
-
 /// The runtime's shared state.
 pub(crate) struct Shared {
     pub(crate) env: Arc<Env>,
@@ -138,24 +95,31 @@ impl Shared {
     /// (`get_unbound_pool`). Fails if that first worker cannot be created.
     pub(crate) fn unbound_pool(&self, highpri: bool) -> Result<Arc<WorkerPool>, Error> {
         let mut pools = self.unbound_pools.lock();
-        if let Some(p) = pools.iter().find(|p| p.highpri == highpri) {
+        if let Some(p) = pools.iter().find(|p| p.highpri() == highpri) {
             return Ok(p.clone());
         }
         let pool = WorkerPool::new(None, highpri, self.env.clone());
-        manager::create_worker(&pool).map_err(Error::Spawn)?;
+        create_worker(&pool).map_err(Error::Spawn)?;
         self.env.monitor.add_pool(pool.clone());
         pools.push(pool.clone());
         Ok(pool)
     }
 
-    pub(crate) fn register_workqueue(&self, wq: &Arc<WqShared>) {
+    /// Makes a workqueue with `make` (told whether the freezable workqueues are frozen) and
+    /// lists it, under the workqueue-list lock, so that no freeze or thaw slips in between.
+    pub(crate) fn register_workqueue(&self, make: impl FnOnce(bool) -> Arc<WqShared>) -> Arc<WqShared> {
         let mut l = self.workqueues.lock();
+        let wq = make(l.frozen);
         l.wqs.retain(|w| w.strong_count() > 0);
-        l.wqs.push(Arc::downgrade(wq));
+        l.wqs.push(Arc::downgrade(&wq));
+        wq
     }
 
-    pub(crate) fn is_frozen(&self) -> bool {
-        self.workqueues.lock().frozen
+    /// Runs `f` with whether the freezable workqueues are frozen, holding the workqueue-list
+    /// lock (`wq_pool_mutex`) so that no freeze or thaw happens meanwhile.
+    pub(crate) fn with_frozen<R>(&self, f: impl FnOnce(bool) -> R) -> R {
+        let l = self.workqueues.lock();
+        f(l.frozen)
     }
 
     /// Freezes or thaws the freezable workqueues (`freeze_workqueues_begin`,
@@ -169,7 +133,7 @@ impl Shared {
         l.frozen = frozen;
         for wq in l.wqs.iter().filter_map(Weak::upgrade) {
             if wq.info.flags.freezable {
-                wq.set_pwq_max_active(if frozen { 0 } else { wq.max_active });
+                wq.set_pwq_max_active(frozen);
             }
         }
     }
@@ -187,29 +151,11 @@ impl Shared {
         }
         // A timer callback can drop the last handle too (the armed record it just queued held
         // the workqueue, whose runtime handle went last): the timer thread must not join itself.
-        let on_own_worker = crate::pool::worker::current_worker().is_some_and(|(p, _)| Arc::ptr_eq(&p.env, &self.env))
+        let on_own_worker = crate::pool::current_worker().is_some_and(|(p, _)| Arc::ptr_eq(p.env(), &self.env))
             || SERVICE_OF.with(|s| s.get() == Arc::as_ptr(&self.env) as usize);
         let mut handles = Vec::new();
         for pool in self.all_pools() {
-            let mut g = pool.lock();
-            g.dying = true;
-            let ids: Vec<usize> = g.workers.iter().map(|(id, _)| id).collect();
-            for id in ids {
-                let w = &mut g.workers[id];
-                if w.flags & flags::RESCUER != 0 {
-                    continue; // Rescuers belong to their workqueue, stopped by its destroy.
-                }
-                if w.flags & flags::DIE == 0 {
-                    w.flags |= flags::DIE;
-                    g.nr_workers -= 1;
-                }
-                let w = &mut g.workers[id];
-                w.unparker.unpark();
-                handles.extend(w.handle.take());
-            }
-            handles.append(&mut g.exited);
-            drop(g);
-            pool.cooldown.notify();
+            handles.extend(pool.start_dying());
         }
         self.env.timers.stop();
         self.env.monitor.stop();
@@ -227,16 +173,7 @@ impl Shared {
                 let _ = h.join();
             }
             for pool in self.all_pools() {
-                let mut g = pool.lock();
-                for (_, w) in g.workers.iter_mut() {
-                    if w.flags & flags::RESCUER == 0 {
-                        if let Some(h) = w.handle.take() {
-                            w.unparker.unpark();
-                            handles.push(h);
-                        }
-                    }
-                }
-                handles.append(&mut g.exited);
+                handles.extend(pool.collect_threads());
             }
         }
     }
@@ -299,7 +236,7 @@ impl Runtime {
 
     /// A snapshot of every pool (see [`PoolInfo`]).
     pub fn pools(&self) -> Vec<PoolInfo> {
-        self.handle.shared.all_pools().iter().map(PoolInfo::of).collect()
+        self.handle.shared.all_pools().iter().map(WorkerPool::info).collect()
     }
 
     /// Freezes the freezable workqueues (`freeze_workqueues_begin`): they keep accepting
@@ -322,7 +259,7 @@ impl Runtime {
             .iter()
             .filter_map(Weak::upgrade)
             .filter(|wq| wq.info.flags.freezable)
-            .any(|wq| wq.pwq_list().iter().any(|p| p.pool.lock().pwqs[p.slot as usize].nr_active > 0))
+            .any(|wq| wq.any_pwq(|p| p.lock().pwq_busy(p.slot())))
     }
 
     /// Workers alive over all pools.
@@ -361,7 +298,7 @@ impl Default for RuntimeBuilder {
                 worker_stack_size: None,
                 mayday_initial_timeout: MAYDAY_INITIAL_TIMEOUT,
                 mayday_interval: MAYDAY_INTERVAL,
-                rescuer_algorithm: crate::rescuer::RescuerAlgorithm::default(),
+                rescuer_algorithm: crate::env::RescuerAlgorithm::default(),
                 warning_handler: crate::warn::WarningHandler::default(),
                 #[cfg(shuttle)]
                 plant: None,
@@ -438,7 +375,7 @@ impl RuntimeBuilder {
 
     /// The algorithm this runtime's rescuers run (default: the 2025-26 cursor algorithm; the
     /// others exist to measure the difference).
-    pub fn rescuer_algorithm(mut self, algorithm: crate::rescuer::RescuerAlgorithm) -> Self {
+    pub fn rescuer_algorithm(mut self, algorithm: crate::env::RescuerAlgorithm) -> Self {
         self.config.rescuer_algorithm = algorithm;
         self
     }
@@ -555,7 +492,7 @@ impl RuntimeBuilder {
         )?;
         for p in &shared.cpu_pools {
             // A failure is retried by the pool when work arrives.
-            let _ = manager::create_worker(p);
+            let _ = create_worker(p);
         }
         Ok(rt)
     }

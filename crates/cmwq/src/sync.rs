@@ -47,6 +47,25 @@ mod imp {
     pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
     pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
+    /// An `Arc` that readers load without a lock and a writer replaces (RCU-like): the table
+    /// of a workqueue's pwqs, read by every queueing. `arc-swap` in normal builds.
+    pub(crate) struct ArcCell<T>(arc_swap::ArcSwap<T>);
+
+    impl<T> ArcCell<T> {
+        pub(crate) fn new(v: std::sync::Arc<T>) -> Self {
+            ArcCell(arc_swap::ArcSwap::new(v))
+        }
+        /// A snapshot for a short read (cheap: no reference count is touched on the fast path).
+        #[inline]
+        pub(crate) fn load(&self) -> impl std::ops::Deref<Target = std::sync::Arc<T>> + '_ {
+            self.0.load()
+        }
+        /// Replaces the value; readers that loaded the old one keep it until they drop it.
+        pub(crate) fn store(&self, v: std::sync::Arc<T>) {
+            self.0.store(v)
+        }
+    }
+
     /// Thread handles and `yield_now` come from std (the thread-locals: [`thread_local`]).
     pub(crate) mod thread {
         pub(crate) use std::thread::{available_parallelism, Builder, JoinHandle};
@@ -67,6 +86,23 @@ mod imp {
     use shuttle as checker;
 
     pub(crate) use checker::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+    /// `ArcCell` of the normal build, as a lock around the `Arc` (the checkers do not model
+    /// `arc-swap`'s internals; what matters to the models is that a load sees one of the
+    /// stored values).
+    pub(crate) struct ArcCell<T>(checker::sync::Mutex<std::sync::Arc<T>>);
+
+    impl<T> ArcCell<T> {
+        pub(crate) fn new(v: std::sync::Arc<T>) -> Self {
+            ArcCell(checker::sync::Mutex::new(v))
+        }
+        pub(crate) fn load(&self) -> std::sync::Arc<std::sync::Arc<T>> {
+            std::sync::Arc::new(self.0.lock().expect("ArcCell lock").clone())
+        }
+        pub(crate) fn store(&self, v: std::sync::Arc<T>) {
+            *self.0.lock().expect("ArcCell lock") = v;
+        }
+    }
     use std::fmt;
     use std::ops::{Deref, DerefMut};
     use std::time::Duration;

@@ -74,6 +74,23 @@ impl TimerService {
         TimerId(id)
     }
 
+    /// Arms a timer that calls `f` with `target` once the clock reaches `at`, if `target` still
+    /// exists then: the timer holds it weakly, so an armed timer never keeps a pool (and its
+    /// runtime) alive. Every pool timer (idle cull, creation retry, mayday) is armed here.
+    pub(crate) fn arm_weak<T: Send + Sync + 'static>(
+        &self,
+        at: Instant,
+        target: &Arc<T>,
+        f: impl FnOnce(&Arc<T>) + Send + 'static,
+    ) -> TimerId {
+        let weak = Arc::downgrade(target);
+        self.arm(at, move || {
+            if let Some(target) = weak.upgrade() {
+                f(&target);
+            }
+        })
+    }
+
     /// Cancels a timer. Returns `true` if it was armed and will now not fire.
     pub(crate) fn cancel(&self, id: TimerId) -> bool {
         // Bound, so the callback (and what it holds) is dropped after the lock is released.

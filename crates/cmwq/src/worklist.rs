@@ -161,6 +161,7 @@ impl List {
     }
 
     /// Inserts a new entry right after `at` (which must be on this list).
+    #[cfg(test)]
     pub(crate) fn insert_after<T>(&mut self, nodes: &mut Nodes<T>, at: u32, val: T) -> u32 {
         let idx = nodes.alloc(val);
         let next = nodes.node(at).next;

@@ -16,8 +16,10 @@
 //! When the last running worker of a pool stops counting, the pool is kicked: an idle worker
 //! wakes and takes the next item, counted as a `cm_wakeup` of the item that slept.
 
-use super::{flags, PoolLocked, Sleeping, WorkerPool};
+use super::{flags, PoolGuard, PoolLocked, Sleeping};
+use crate::monitor::MonSample;
 use crate::sync::{Arc, Ordering};
+use crate::sys::ThreadProbe;
 
 impl PoolLocked {
     /// Whether worker `id` counts toward `nr_running`.
@@ -38,7 +40,7 @@ impl PoolLocked {
     }
 
     /// Sets worker flags, leaving `nr_running` when the first NOT_RUNNING flag is set.
-    pub(crate) fn worker_set_flags(&mut self, id: usize, f: u8) {
+    pub(super) fn worker_set_flags(&mut self, id: usize, f: u8) {
         let before = self.counts(id);
         self.workers[id].flags |= f;
         let after = self.counts(id);
@@ -46,7 +48,7 @@ impl PoolLocked {
     }
 
     /// Clears worker flags, joining `nr_running` when the last NOT_RUNNING flag goes.
-    pub(crate) fn worker_clr_flags(&mut self, id: usize, f: u8) {
+    pub(super) fn worker_clr_flags(&mut self, id: usize, f: u8) {
         let before = self.counts(id);
         self.workers[id].flags &= !f;
         let after = self.counts(id);
@@ -54,24 +56,113 @@ impl PoolLocked {
     }
 
     /// Marks worker `id` as sleeping (for the given reason) or running again.
-    pub(crate) fn worker_set_sleeping(&mut self, id: usize, s: Sleeping) {
+    pub(super) fn worker_set_sleeping(&mut self, id: usize, s: Sleeping) {
         let before = self.counts(id);
         self.workers[id].sleeping = s;
         let after = self.counts(id);
         self.adjust_running(before, after);
     }
+
+    /// Calls `f` with every busy worker that the monitor can sample (it has a run-time probe):
+    /// the monitor's snapshot, taken under the lock.
+    pub(crate) fn for_each_busy(&self, mut f: impl FnMut(BusyView<'_>)) {
+        for (id, w) in self.workers.iter() {
+            let (Some(cur), Some(probe)) = (&w.current, &w.probe) else { continue };
+            f(BusyView {
+                id,
+                seq: cur.seq,
+                probe,
+                counts: w.flags & flags::NOT_RUNNING == 0,
+                sleeping: w.sleeping,
+                mon: &w.mon,
+            });
+        }
+    }
 }
 
-impl WorkerPool {
+/// A busy worker as the monitor sees it (`PoolLocked::for_each_busy`).
+#[derive(Debug)]
+pub(crate) struct BusyView<'a> {
+    /// The worker's id in its pool.
+    pub(crate) id: usize,
+    /// The execution it runs (`Current::seq`).
+    pub(crate) seq: u64,
+    /// Its thread's run-time probe.
+    pub(crate) probe: &'a Arc<ThreadProbe>,
+    /// No NOT_RUNNING flag is set (it may count as running).
+    pub(crate) counts: bool,
+    /// Whether, and why, it is taken as sleeping.
+    pub(crate) sleeping: Sleeping,
+    /// What the monitor remembered of it.
+    pub(crate) mon: &'a MonSample,
+}
+
+impl PoolGuard<'_> {
     /// Worker `me` stopped counting (slept, blocked, or hogged the CPU): wake another worker
-    /// if the pool now needs one, and count the wake-up against the item `me` runs.
-    pub(crate) fn cm_kick(&self, g: &mut PoolLocked, me: usize) {
-        if self.kick_pool(g) {
-            if let Some(cur) = &g.workers[me].current {
+    /// if the pool now needs one, and count the wake-up against the item `me` runs. The kick
+    /// must see the items still in the inbox too.
+    fn cm_kick(&mut self, me: usize) {
+        self.drain_inbox();
+        if self.kick_pool() {
+            if let Some(cur) = &self.workers[me].current {
                 let slot = cur.pwq as usize;
-                g.pwqs[slot].stats.cm_wakeup += 1;
+                self.pwqs[slot].stats.cm_wakeup += 1;
             }
         }
+    }
+
+    /// Busy worker `me` went to sleep (`wq_worker_sleeping`): it stops counting as running
+    /// and the pool is kicked. One transition, whatever noticed it: the `blocking` hint or the
+    /// monitor (`how`). Returns whether it counted before (nothing changes otherwise: a
+    /// rescuer, a CPU-intensive or an already sleeping worker).
+    pub(crate) fn worker_sleeping(&mut self, me: usize, how: Sleeping) -> bool {
+        let w = &self.workers[me];
+        if w.current.is_none() || w.sleeping != Sleeping::No || w.flags & flags::NOT_RUNNING != 0 {
+            return false;
+        }
+        self.worker_set_sleeping(me, how);
+        self.cm_kick(me);
+        true
+    }
+
+    /// Worker `me` runs again (`wq_worker_running`): it counts again if no flag says
+    /// otherwise, and its CPU-hog clock restarts (the kernel resets `current_at`).
+    pub(crate) fn worker_running(&mut self, me: usize, now_ns: Option<u64>) {
+        if self.workers[me].sleeping != Sleeping::No {
+            self.worker_set_sleeping(me, Sleeping::No);
+        }
+        self.workers[me].mon.restart_hog(now_ns);
+    }
+
+    /// Busy worker `me` used the CPU past the CPU-intensive threshold (`wq_worker_tick`): it
+    /// is marked CPU_INTENSIVE, stops counting, and the pool is kicked.
+    pub(crate) fn worker_hogged(&mut self, me: usize) {
+        self.worker_set_flags(me, flags::CPU_INTENSIVE);
+        if let Some(cur) = &self.workers[me].current {
+            let slot = cur.pwq as usize;
+            self.pwqs[slot].stats.cpu_intensive += 1;
+        }
+        self.cm_kick(me);
+    }
+
+    /// What the monitor remembers of worker `id`, if it still runs execution `seq`, with the
+    /// CPU time since the last sample charged to the item's pwq (`PWQ_STAT_CPU_TIME`).
+    pub(crate) fn sample_of(&mut self, id: usize, seq: u64, cpu_ns: u64) -> Option<&mut MonSample> {
+        let slot = self.workers.get(id)?.current.as_ref().filter(|c| c.seq == seq)?.pwq;
+        self.pwqs[slot as usize].stats.cpu_time_ns += cpu_ns;
+        Some(&mut self.workers[id].mon)
+    }
+
+    /// Whether items wait behind running workers (per-CPU pools): on the worklist, or in the
+    /// inbox, which a running worker drains at its next lock.
+    pub(crate) fn items_wait_behind_running(&self) -> bool {
+        self.pool.is_cm() && self.nr_running > 0 && (!self.worklist.is_empty() || !self.pool.inbox_is_empty())
+    }
+
+    /// Worker `id` as the monitor reads it now: `(counts, sleeping)`, if it exists.
+    pub(crate) fn worker_state(&self, id: usize) -> Option<(bool, Sleeping)> {
+        let w = self.workers.get(id)?;
+        Some((w.flags & flags::NOT_RUNNING == 0, w.sleeping))
     }
 }
 
@@ -90,32 +181,14 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     if !pool.is_cm() {
         return f();
     }
-    let entered = {
-        let mut g = pool.lock();
-        let w = &g.workers[me];
-        // Only a worker that counts can stop counting: not a rescuer, nor a CPU-intensive one
-        // (`wq_worker_sleeping` returns early for NOT_RUNNING workers).
-        if w.current.is_some() && w.sleeping == Sleeping::No && w.flags & super::flags::NOT_RUNNING == 0 {
-            g.worker_set_sleeping(me, Sleeping::Hint);
-            pool.cm_kick(&mut g, me);
-            true
-        } else {
-            false
-        }
-    };
+    let entered = pool.lock().worker_sleeping(me, Sleeping::Hint);
     /// Restores the worker's running state even if `f` unwinds.
-    struct Running<'a>(&'a Arc<WorkerPool>, usize, bool);
+    struct Running<'a>(&'a Arc<super::WorkerPool>, usize, bool);
     impl Drop for Running<'_> {
         fn drop(&mut self) {
-            if !self.2 {
-                return;
+            if self.2 {
+                self.0.lock().worker_running(self.1, None);
             }
-            let mut g = self.0.lock();
-            if g.workers[self.1].sleeping != Sleeping::No {
-                g.worker_set_sleeping(self.1, Sleeping::No);
-            }
-            // Restart the CPU-hog clock, as `wq_worker_running` resets `current_at`.
-            g.workers[self.1].mon.hog_valid = false;
         }
     }
     let _running = Running(&pool, me, entered);

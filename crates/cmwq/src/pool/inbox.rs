@@ -40,11 +40,10 @@
 //! While an item is in the inbox its state is PENDING, not QUEUED, with the target pool in the
 //! pool-id field: `cancel` and `flush_work` lock that pool, which drains it (step 1).
 
-use super::{Item, PoolLocked, WorkerPool};
-use crate::sync::{fence, Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
+use super::{Item, PoolGuard, WorkerPool};
+use crate::sync::{fence, Arc, AtomicUsize, Mutex, Ordering};
 use crate::work::Work;
 use std::collections::VecDeque;
-use std::ops::{Deref, DerefMut};
 
 /// Entries per inbox block (10 KiB of entries). The inbox is a chain of blocks, so a burst
 /// never copies what it queued into a larger buffer (growing a single buffer copied and
@@ -54,22 +53,22 @@ const BLOCK: usize = 256;
 
 /// One queued entry: the pwq slot in the pool, and a work item whose PENDING the queuer owns or
 /// a one-shot closure.
-pub(crate) type Queued = (u32, Item);
+pub(super) type Queued = (u32, Item);
 
 /// A filled inbox block, with what the drain needs to know without reading it.
 #[derive(Debug)]
-pub(crate) struct FullBlock {
+pub(super) struct FullBlock {
     /// `BLOCK` entries in queueing order.
-    pub(crate) items: Vec<Queued>,
+    items: Vec<Queued>,
     /// The pwq slot of every entry, if they all share one (a flood from one workqueue).
-    pub(crate) slot: Option<u32>,
+    slot: Option<u32>,
     /// Whether any entry is a work item (not a one-shot closure).
-    pub(crate) works: bool,
+    works: bool,
 }
 
 /// Entries in queueing order: the blocks in `full`, then `tail`.
 #[derive(Default, Debug)]
-pub(crate) struct Blocks {
+pub(super) struct Blocks {
     /// Filled blocks, oldest first.
     full: Vec<FullBlock>,
     /// The block being filled (capacity `BLOCK` once used).
@@ -104,7 +103,7 @@ impl Blocks {
 }
 
 /// Items queued on a pool and not yet on its lists.
-pub(crate) struct Inbox {
+pub(super) struct Inbox {
     /// The entries. Held for one `push` or one swap, nothing else.
     q: Mutex<Blocks>,
     /// How many entries `q` holds: written only with `q` locked, read without it (the Dekker
@@ -117,7 +116,7 @@ pub(crate) struct Inbox {
 
 impl Inbox {
     /// An empty inbox; `running` is the pool's published `nr_running`.
-    pub(crate) fn new(running: Arc<AtomicUsize>) -> Inbox {
+    pub(super) fn new(running: Arc<AtomicUsize>) -> Inbox {
         Inbox { q: Mutex::new(Blocks::default()), len: AtomicUsize::new(0), running }
     }
 
@@ -127,7 +126,7 @@ impl Inbox {
     /// after an append (program order, a synchronizing operation, or the `SeqCst` fences of the
     /// protocol) reads that append's length or a later one; a later zero was written by a drain
     /// that took the entry.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len.load(Ordering::Relaxed) == 0
     }
 
@@ -148,35 +147,11 @@ impl Inbox {
     }
 }
 
-/// The pool lock, held. Dereferences to the state it guards; see the module docs for what
-/// acquiring and releasing it do besides.
-pub(crate) struct PoolGuard<'a> {
-    pool: &'a Arc<WorkerPool>,
-    /// Always `Some` until the guard is dropped.
-    g: Option<MutexGuard<'a, PoolLocked>>,
-}
-
 impl WorkerPool {
-    /// Takes the pool lock (`raw_spin_lock_irq(&pool->lock)`) and moves the inbox onto the
-    /// pool's lists (protocol step 1).
-    pub(crate) fn lock(self: &Arc<Self>) -> PoolGuard<'_> {
-        let mut g = PoolGuard { pool: self, g: Some(self.lock.lock()) };
-        g.drain_inbox();
-        g
-    }
-
-    /// Takes the pool lock without moving the inbox first: for the monitor, which only looks
-    /// at the workers and counts a non-empty inbox as items waiting. Draining there put the
-    /// monitor in the way of the worker it watches (a whole flood's backlog moved under the
-    /// lock at one tick). The release follows step 2 as every release does.
-    pub(crate) fn lock_to_inspect(self: &Arc<Self>) -> PoolGuard<'_> {
-        PoolGuard { pool: self, g: Some(self.lock.lock()) }
-    }
-
     /// Queues `work`, whose PENDING the caller owns, on pwq `slot` of this pool: records the
     /// pool in its state word, then appends it (step 3). The last step of `queue`.
     #[inline]
-    pub(crate) fn submit_work(self: &Arc<Self>, slot: u32, work: Work) {
+    pub(super) fn submit_work(self: &Arc<Self>, slot: u32, work: Work) {
         work.state().set_target(self.id);
         self.submit(slot, Item::Work(work));
     }
@@ -184,7 +159,7 @@ impl WorkerPool {
     /// Queues `item` (a work item whose PENDING the caller owns, with this pool recorded in
     /// its state, or a one-shot closure) on pwq `slot` without waiting for the pool lock
     /// (protocol step 3).
-    pub(crate) fn submit(self: &Arc<Self>, slot: u32, item: Item) {
+    pub(super) fn submit(self: &Arc<Self>, slot: u32, item: Item) {
         if !self.inbox.push((slot, item)) {
             // An earlier entry is still there: whoever moves it moves this one too, and its
             // queuer made sure somebody will (step 3).
@@ -204,7 +179,7 @@ impl WorkerPool {
             // every item of a flood, and the running worker, sharing its CPU, could hardly
             // get the lock (docs/design.md §1.1, "Who drains"). The item would only wait
             // anyway: no worker is woken while one runs; the monitor is told.
-            self.env.monitor.note_waiting();
+            self.env().monitor.note_waiting();
             return;
         }
         if !self.lock.is_locked() {
@@ -218,7 +193,7 @@ impl WorkerPool {
 
 impl PoolGuard<'_> {
     /// Moves everything in the inbox onto the pool's lists, in queueing order.
-    pub(crate) fn drain_inbox(&mut self) {
+    pub(super) fn drain_inbox(&mut self) {
         let pool = self.pool;
         if pool.inbox.is_empty() {
             return;
@@ -235,7 +210,7 @@ impl PoolGuard<'_> {
             let slot = block.slot.filter(|_| pool.is_cm());
             let Some(slot) = slot else {
                 for (slot, item) in block.items {
-                    pool.insert_work(self, slot, item);
+                    self.insert_work(slot, item);
                 }
                 continue;
             };
@@ -244,14 +219,14 @@ impl PoolGuard<'_> {
             let mut items = VecDeque::from(block.items);
             while !self.pwqs[slot as usize].must_wait() {
                 let Some((slot, item)) = items.pop_front() else { break };
-                pool.insert_work(self, slot, item);
+                self.insert_work(slot, item);
             }
             if !items.is_empty() {
-                pool.park_block(self, slot, items, block.works);
+                self.park_block(slot, items, block.works);
             }
         }
         for (slot, item) in batch.tail.drain(..) {
-            pool.insert_work(self, slot, item);
+            self.insert_work(slot, item);
         }
         batch.tail_slot = None;
         batch.tail_works = false;
@@ -292,7 +267,7 @@ impl Drop for PoolGuard<'_> {
                 // nearly all the time, and the running worker, waiting for it, ran almost
                 // nothing (docs/design.md §1.1, "Who drains"). Until then the items
                 // would only wait, as no worker is woken while one runs; the monitor is told.
-                self.pool.env.monitor.note_waiting();
+                self.pool.env().monitor.note_waiting();
                 return;
             }
             match self.pool.lock.try_lock() {
@@ -301,19 +276,6 @@ impl Drop for PoolGuard<'_> {
                 None => return,
             }
         }
-    }
-}
-
-impl Deref for PoolGuard<'_> {
-    type Target = PoolLocked;
-    fn deref(&self) -> &PoolLocked {
-        self.g.as_ref().expect("pool guard used after release")
-    }
-}
-
-impl DerefMut for PoolGuard<'_> {
-    fn deref_mut(&mut self) -> &mut PoolLocked {
-        self.g.as_mut().expect("pool guard used after release")
     }
 }
 

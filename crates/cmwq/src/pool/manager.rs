@@ -12,7 +12,8 @@
 //!   `IDLE_WORKER_TIMEOUT`) while the pool keeps more idle workers than
 //!   `too_many_workers` allows.
 
-use super::{flags, PoolGuard, WorkerPool, WorkerRec};
+use super::worker::WorkerRec;
+use super::{flags, PoolGuard, PoolLocked, WorkerPool};
 use crate::clock::add_saturating;
 use crate::runtime::MAX_CREATE_FAILURE_REPORTS;
 use crate::spawn::{SpawnRequest, ThreadKind};
@@ -25,7 +26,8 @@ use std::time::Instant;
 pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<bool> {
     let parker = Parker::new();
     let unparker = parker.unparker().clone();
-    let now = pool.env.clock.now();
+    let env = pool.env();
+    let now = env.clock.now();
     let mut exited = Vec::new();
     let (id, name) = {
         let mut g = pool.lock();
@@ -46,21 +48,21 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<bool> {
     let req = SpawnRequest {
         name,
         kind: ThreadKind::Worker,
-        stack_size: pool.env.config.worker_stack_size,
+        stack_size: env.config.worker_stack_size,
         body: Box::new(move || super::worker::worker_thread(p, id, parker)),
     };
     // The worker becomes idle only once its thread exists (as the kernel attaches it only after
     // `kthread_create`): a manager stuck in a slow creation must leave the pool needing a
     // worker, or no mayday would be sent (scenario R12). Measured: registering it first saves
     // a start-up hand-off per thread, but breaks exactly that.
-    match pool.env.spawner.spawn(req) {
+    match env.spawner.spawn(req) {
         Ok(h) => {
             let mut g = pool.lock();
             g.workers[id].handle = Some(h);
             if g.dying {
-                g.workers[id].flags |= flags::DIE;
+                g.mark_die(id);
             } else {
-                pool.worker_enter_idle(&mut g, id);
+                g.worker_enter_idle(id);
             }
             // Woken at once, not after the unlock (`wake_after_unlock`): the manager goes on to
             // create the next worker, and B3's ramp measured slightly slower with the wake-up
@@ -76,7 +78,7 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<bool> {
             // Each pool reports its first failure, but only the first few pools of a runtime:
             // thousands failing at once (a large `cpus`) must not flood stderr.
             if g.create_failures == 1 {
-                let n = pool.env.create_failure_reports.fetch_add(1, Ordering::Relaxed);
+                let n = env.create_failure_reports.fetch_add(1, Ordering::Relaxed);
                 if n < MAX_CREATE_FAILURE_REPORTS {
                     let more = if n + 1 == MAX_CREATE_FAILURE_REPORTS {
                         "; failures of further pools are not reported"
@@ -86,7 +88,7 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<bool> {
                     eprintln!(
                         "cmwq: pool {}: cannot create a worker ({e}); retrying every {:?}{more}",
                         pool.tag(),
-                        pool.env.config.create_cooldown
+                        env.config.create_cooldown
                     );
                 }
             }
@@ -98,21 +100,23 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>) -> io::Result<bool> {
 /// The kernel's kworker names: `kworker/<cpu>:<id>`, `H` appended for highpri pools, and
 /// `kworker/u<pool>:<id>` for unbound pools.
 fn worker_name(pool: &WorkerPool, id: usize) -> String {
-    match pool.cpu {
-        Some(cpu) => format!("kworker/{cpu}:{id}{}", if pool.highpri { "H" } else { "" }),
-        None => format!("kworker/u{}:{id}", pool.id),
+    match pool.cpu() {
+        Some(cpu) => format!("kworker/{cpu}:{id}{}", if pool.highpri() { "H" } else { "" }),
+        None => format!("kworker/u{}:{id}", pool.id()),
     }
 }
 
 /// Acts as the pool's manager: creates workers until the pool no longer needs one
 /// (`manage_workers` + `maybe_create_worker`). Called and returns with the lock held; drops
 /// it meanwhile.
-pub(crate) fn manage_workers<'a>(pool: &'a Arc<WorkerPool>, mut g: PoolGuard<'a>) -> PoolGuard<'a> {
+pub(super) fn manage_workers(mut g: PoolGuard<'_>) -> PoolGuard<'_> {
+    let pool = g.pool();
+    let env = pool.env();
     g.manager_active = true;
     loop {
         // Call for help if creating a worker takes long (`maybe_create_worker`).
-        let at = pool.env.clock.deadline_in(pool.env.config.mayday_initial_timeout);
-        pool.arm_mayday_timer(&mut g, at);
+        let at = env.clock.deadline_in(env.config.mayday_initial_timeout);
+        g.arm_mayday_timer(at);
         drop(g);
         let mut created = 0;
         loop {
@@ -129,14 +133,14 @@ pub(crate) fn manage_workers<'a>(pool: &'a Arc<WorkerPool>, mut g: PoolGuard<'a>
             if !still_needed(pool) {
                 break;
             }
-            let deadline = pool.env.clock.deadline_in(pool.env.config.create_cooldown);
-            pool.env.clock.wait_until(&pool.cooldown, Some(deadline));
+            let deadline = env.clock.deadline_in(env.config.create_cooldown);
+            env.clock.wait_until(&pool.cooldown, Some(deadline));
             if !still_needed(pool) {
                 break;
             }
         }
         g = pool.lock();
-        pool.delete_mayday_timer(&mut g);
+        g.delete_mayday_timer();
         if g.dying || !g.need_to_create_worker() {
             break;
         }
@@ -150,7 +154,7 @@ pub(crate) fn manage_workers<'a>(pool: &'a Arc<WorkerPool>, mut g: PoolGuard<'a>
 const CREATE_BATCH: usize = 32;
 
 /// More items wait on the pool than it has idle workers. Pool lock held.
-fn wants_more(g: &super::PoolLocked) -> bool {
+fn wants_more(g: &PoolLocked) -> bool {
     !g.dying && g.worklist.len() > g.idle_list.len()
 }
 
@@ -159,34 +163,28 @@ fn still_needed(pool: &Arc<WorkerPool>) -> bool {
     !g.dying && g.need_to_create_worker()
 }
 
-/// A pool without any worker got an item: retry creation from the timer service, now and
-/// then every cooldown, until a worker exists. Pool lock held.
-pub(crate) fn create_without_manager(pool: &Arc<WorkerPool>, g: &mut super::PoolLocked) {
-    if g.dying {
-        return;
-    }
-    let now = pool.env.clock.now();
-    if !g.create_timer_armed {
-        g.create_timer_armed = true;
-        arm_create_timer(pool, now);
-    }
-    // Nobody manages a pool without workers, so arm its mayday timer here: rescuers must
-    // still be called if creation keeps failing. Independently of the retry timer: the mayday
-    // timer stops once nothing waits (`mayday_timeout`), and an item queued after that, while
-    // the retry timer is still armed, must start it again (the fault matrix found items
-    // waiting forever for a rescuer nobody called).
-    if g.mayday_timer.is_none() {
-        pool.arm_mayday_timer(g, add_saturating(now, pool.env.config.mayday_initial_timeout));
-    }
-}
-
-fn arm_create_timer(pool: &Arc<WorkerPool>, at: Instant) {
-    let weak = Arc::downgrade(pool);
-    pool.env.timers.arm(at, move || {
-        if let Some(pool) = weak.upgrade() {
-            create_timer_fn(&pool);
+impl PoolGuard<'_> {
+    /// A pool without any worker got an item: retry creation from the timer service, now and
+    /// then every cooldown, until a worker exists.
+    pub(super) fn create_without_manager(&mut self) {
+        if self.dying {
+            return;
         }
-    });
+        let pool = self.pool;
+        let now = pool.env().clock.now();
+        if !self.create_timer_armed {
+            self.create_timer_armed = true;
+            pool.env().timers.arm_weak(now, pool, create_timer_fn);
+        }
+        // Nobody manages a pool without workers, so arm its mayday timer here: rescuers must
+        // still be called if creation keeps failing. Independently of the retry timer: the mayday
+        // timer stops once nothing waits (`mayday_timeout`), and an item queued after that, while
+        // the retry timer is still armed, must start it again (the fault matrix found items
+        // waiting forever for a rescuer nobody called).
+        if self.mayday_timer.is_none() {
+            self.arm_mayday_timer(add_saturating(now, pool.env().config.mayday_initial_timeout));
+        }
+    }
 }
 
 fn create_timer_fn(pool: &Arc<WorkerPool>) {
@@ -198,33 +196,29 @@ fn create_timer_fn(pool: &Arc<WorkerPool>) {
         }
     }
     if create_worker(pool).is_ok() {
-        pool.delete_mayday_timer(&mut pool.lock());
+        pool.lock().delete_mayday_timer();
     } else {
         let mut g = pool.lock();
         if !g.create_timer_armed && !g.dying && g.nr_workers == 0 {
             g.create_timer_armed = true;
             drop(g);
-            arm_create_timer(pool, pool.env.clock.deadline_in(pool.env.config.create_cooldown));
+            let env = pool.env();
+            env.timers.arm_weak(env.clock.deadline_in(env.config.create_cooldown), pool, create_timer_fn);
         }
     }
 }
 
 /// Arms the idle-cull timer at `at`.
-pub(crate) fn arm_idle_timer(pool: &Arc<WorkerPool>, at: Instant) {
-    let weak = Arc::downgrade(pool);
-    pool.env.timers.arm(at, move || {
-        if let Some(pool) = weak.upgrade() {
-            idle_timer_fn(&pool);
-        }
-    });
+pub(super) fn arm_idle_timer(pool: &Arc<WorkerPool>, at: Instant) {
+    pool.env().timers.arm_weak(at, pool, idle_timer_fn);
 }
 
 /// The idle timer fired (`idle_worker_timeout` + `idle_cull_fn`): while the pool has too many
 /// idle workers and the oldest has been idle for the whole timeout, tell it to exit; otherwise
 /// re-arm for when the oldest expires.
 fn idle_timer_fn(pool: &Arc<WorkerPool>) {
-    let now = pool.env.clock.now();
-    let timeout = pool.env.config.idle_timeout;
+    let now = pool.env().clock.now();
+    let timeout = pool.env().config.idle_timeout;
     let mut g = pool.lock();
     g.idle_timer_armed = false;
     while g.too_many_workers() && !g.dying {
@@ -237,9 +231,7 @@ fn idle_timer_fn(pool: &Arc<WorkerPool>) {
             return;
         }
         g.idle_list.remove(0);
-        let w = &mut g.workers[oldest];
-        w.flags = (w.flags & !flags::IDLE) | flags::DIE;
-        w.unparker.unpark();
-        g.nr_workers -= 1;
+        g.workers[oldest].flags &= !flags::IDLE;
+        g.mark_die(oldest);
     }
 }

@@ -17,12 +17,97 @@
 //! inactive item. The item's handle is dropped only after the lock is released again, since
 //! dropping the last handle runs the user's destructors.
 
-use super::{flags, Current, Item, PoolGuard, PoolLocked, Sleeping, WorkerPool};
-use crate::sync::{Arc, Parker};
+use super::entry::{Dispatch, Entry};
+use super::{flags, Item, PoolGuard, PoolLocked, WorkerPool};
+use crate::sync::{thread, Arc, Parker, Unparker};
 use crate::sys::ThreadProbe;
 use crate::work::Work;
+use crate::worklist::List;
 use std::cell::RefCell;
+use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+/// Why a busy worker does not count as running although its flags say it could.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sleeping {
+    /// It runs (or we have not noticed otherwise).
+    No,
+    /// Inside `cmwq::blocking` (the hint; acts at once, like `wq_worker_sleeping`).
+    Hint,
+    /// The monitor saw it sleeping (CPU clock stopped and state S or D).
+    Seen,
+}
+
+/// What a busy worker runs. L.
+#[derive(Debug)]
+pub(super) struct Current {
+    /// The item's identity (the busy-table key), 0 for a one-shot closure (never an address,
+    /// so it matches no item). The running worker holds a handle, so the address cannot be
+    /// reused while it runs.
+    pub(super) work_id: usize,
+    /// Its name for warnings (`Work::name`, or a fixed one for a one-shot closure).
+    pub(super) name: &'static str,
+    /// Its pwq slot.
+    pub(super) pwq: u32,
+    /// The flush colour it was queued with (a flush barrier behind it takes this colour).
+    pub(super) color: u8,
+    /// Per-pool sequence number of this execution, so the monitor can tell items apart.
+    pub(super) seq: u64,
+}
+
+/// A worker as its pool sees it. L: every field is guarded by the pool lock.
+pub(super) struct WorkerRec {
+    /// Worker flags (`flags::*`).
+    pub(super) flags: u8,
+    /// Whether the worker sleeps or blocks inside an item (see [`Sleeping`]).
+    pub(super) sleeping: Sleeping,
+    /// Wakes the worker thread.
+    pub(super) unparker: Unparker,
+    /// The item being run, if busy.
+    pub(super) current: Option<Current>,
+    /// Entries assigned to this worker and not started yet, in the pool's node arena: the
+    /// item it is about to run with its linked barriers, collisions punted to it while it runs
+    /// the same item, and flush barriers for its current item (the kernel's
+    /// `worker->scheduled`).
+    pub(super) scheduled: List,
+    /// When the worker last became idle.
+    pub(super) last_active: Instant,
+    /// The thread, for joining after it exits.
+    pub(super) handle: Option<thread::JoinHandle<()>>,
+    /// Run-time probe of the worker's thread, for the monitor (None if /proc is unreadable).
+    pub(super) probe: Option<Arc<crate::sys::ThreadProbe>>,
+    /// Monitor state.
+    pub(super) mon: crate::monitor::MonSample,
+}
+
+impl WorkerRec {
+    /// A worker record with these flags, not busy, not idle yet.
+    pub(super) fn new(flags: u8, unparker: Unparker, now: Instant) -> WorkerRec {
+        WorkerRec {
+            flags,
+            sleeping: Sleeping::No,
+            unparker,
+            current: None,
+            scheduled: List::default(),
+            last_active: now,
+            handle: None,
+            probe: None,
+            mon: crate::monitor::MonSample::default(),
+        }
+    }
+}
+
+impl fmt::Debug for WorkerRec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerRec")
+            .field("flags", &self.flags)
+            .field("sleeping", &self.sleeping)
+            .field("current", &self.current)
+            .field("scheduled", &self.scheduled.len())
+            .finish()
+    }
+}
 
 crate::sync::thread_local! {
     /// The pool and worker id of the worker running on this thread, if it is one.
@@ -38,21 +123,21 @@ pub(crate) fn current_worker() -> Option<(Arc<WorkerPool>, usize)> {
 }
 
 /// Sets (or clears) the calling thread's worker identity (a rescuer attaching to a pool).
-pub(crate) fn set_current(cur: Option<(Arc<WorkerPool>, usize)>) {
+pub(super) fn set_current(cur: Option<(Arc<WorkerPool>, usize)>) {
     CURRENT.with(|c| *c.borrow_mut() = cur);
 }
 
 /// The body of a worker thread. `parker` is unparked by the creator once the worker is
 /// registered as idle.
-pub(crate) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
+pub(super) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
     parker.park();
-    CURRENT.with(|c| *c.borrow_mut() = Some((pool.clone(), me)));
-    if let Some(cpu) = pool.cpu {
-        if pool.env.config.pin_workers {
+    set_current(Some((pool.clone(), me)));
+    if let Some(cpu) = pool.cpu() {
+        if pool.env().config.pin_workers {
             crate::sys::pin_current_thread(cpu);
         }
     }
-    if pool.highpri {
+    if pool.highpri() {
         crate::sys::set_current_nice(crate::sys::HIGH_NICE);
     }
     let probe = ThreadProbe::open_current(pool.is_cm()).map(Arc::new);
@@ -69,10 +154,10 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
             }
             drop(g);
             drop(deferred.take());
-            CURRENT.with(|c| *c.borrow_mut() = None);
+            set_current(None);
             return;
         }
-        pool.worker_leave_idle(&mut g, me);
+        g.worker_leave_idle(me);
         loop {
             // A worker told to die goes back to the top: in a dying pool with items left
             // (a workqueue dropped during a panic does not drain) it would otherwise manage
@@ -81,21 +166,12 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
                 break;
             }
             if !g.may_start_working() && !g.manager_active {
-                g = super::manager::manage_workers(&pool, g);
+                g = super::manager::manage_workers(g);
                 continue;
             }
             g.worker_clr_flags(me, flags::PREP);
             while let Some(head) = g.worklist.front() {
-                if let Some(e) = g.take_alone(head, me) {
-                    g.progress += 1;
-                    g = process_one_work(&pool, g, me, e.item, e.pwq, e.color, e.inactive, &mut deferred);
-                    if !g.workers[me].scheduled.is_empty() {
-                        // Items that collided with the one just run were handed to this worker.
-                        g = process_scheduled_works(&pool, g, me, &mut deferred);
-                    }
-                } else if g.assign_work(head, me) {
-                    g = process_scheduled_works(&pool, g, me, &mut deferred);
-                }
+                g = dispatch(g, head, me, &mut deferred);
                 if !g.keep_working() {
                     break;
                 }
@@ -108,7 +184,7 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
             drop(g);
             g = pool.lock();
         }
-        pool.worker_enter_idle(&mut g, me);
+        g.worker_enter_idle(me);
         drop(g);
         drop(deferred.take());
         parker.park();
@@ -116,24 +192,39 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
     }
 }
 
+/// Takes worklist entry `idx` for worker `me` (`assign_work`) and runs what that gave it:
+/// the entry itself, or its scheduled list (the entry with its linked barriers, or items
+/// that collided with the one it runs). The one dispatch path of workers and rescuers.
+pub(super) fn dispatch<'a>(mut g: PoolGuard<'a>, idx: u32, me: usize, deferred: &mut Option<Work>) -> PoolGuard<'a> {
+    match g.assign_work(idx, me) {
+        Dispatch::Run(e) => {
+            g = process_one_work(g, me, e, deferred);
+            if !g.workers[me].scheduled.is_empty() {
+                // Items that collided with the one just run were handed to this worker.
+                g = process_scheduled_works(g, me, deferred);
+            }
+            g
+        }
+        Dispatch::Scheduled => process_scheduled_works(g, me, deferred),
+        Dispatch::Skipped => g,
+    }
+}
+
 /// Runs worker `me`'s scheduled list until it is empty (`process_scheduled_works`).
-pub(crate) fn process_scheduled_works<'a>(
-    pool: &'a Arc<WorkerPool>,
+pub(super) fn process_scheduled_works<'a>(
     mut g: PoolGuard<'a>,
     me: usize,
     deferred: &mut Option<Work>,
 ) -> PoolGuard<'a> {
-    g.progress += 1;
     while let Some(idx) = g.workers[me].scheduled.front() {
         let e = g.remove_entry(idx);
         match e.item {
-            Item::Work(_) | Item::Once(_) => {
-                g = process_one_work(pool, g, me, e.item, e.pwq, e.color, e.inactive, deferred)
-            }
+            Item::Work(_) | Item::Once(_) => g = process_one_work(g, me, e, deferred),
             Item::Barrier(done) => {
                 // `wq_barrier_func`: what it was linked behind has run.
                 done.complete();
-                pool.dec_nr_in_flight(&mut g, e.pwq, e.color, true);
+                let ev = g.pwq_dec_nr_in_flight(e.pwq, e.color, true);
+                g.forward(e.pwq, ev);
             }
             Item::Cursor => unreachable!("a rescuer cursor on a scheduled list"),
         }
@@ -143,17 +234,9 @@ pub(crate) fn process_scheduled_works<'a>(
 
 /// Runs one item, a work item or a one-shot closure (`process_one_work`). The lock is
 /// released around the function.
-#[allow(clippy::too_many_arguments)]
-fn process_one_work<'a>(
-    pool: &'a Arc<WorkerPool>,
-    mut g: PoolGuard<'a>,
-    me: usize,
-    item: Item,
-    slot: u32,
-    color: u8,
-    inactive: bool,
-    deferred: &mut Option<Work>,
-) -> PoolGuard<'a> {
+fn process_one_work<'a>(mut g: PoolGuard<'a>, me: usize, e: Entry, deferred: &mut Option<Work>) -> PoolGuard<'a> {
+    let pool = g.pool();
+    let Entry { item, pwq: slot, color, inactive, .. } = e;
     let seq = g.next_seq;
     g.next_seq += 1;
     // A one-shot closure has no identity to collide on: it stays out of the busy table.
@@ -165,24 +248,23 @@ fn process_one_work<'a>(
         _ => (0, SPAWNED_NAME),
     };
     g.workers[me].current = Some(Current { work_id, name, pwq: slot, color, seq });
-    let cpu_intensive = g.pwqs[slot as usize].wq.flags.cpu_intensive;
-    if cpu_intensive {
+    if g.pwqs[slot as usize].cpu_intensive {
         g.worker_set_flags(me, flags::CPU_INTENSIVE);
     }
     // Chain execution for workers that do not count in nr_running (unbound pools,
     // CPU-intensive items): if more items wait, wake another idle worker.
-    pool.kick_pool(&mut g);
+    g.kick_pool();
     if let Item::Work(work) = &item {
-        work.state().release_for_run(pool.id);
+        work.state().release_for_run(pool.id());
     }
     g.pwqs[slot as usize].stats.started += 1;
     let waiting = pool.is_cm() && !g.worklist.is_empty() && g.nr_running > 0;
     drop(g);
     if waiting {
         // Items wait behind this worker: the monitor must watch for it sleeping.
-        pool.env.monitor.note_waiting();
+        pool.env().monitor.note_waiting();
     }
-    pool.env.monitor.note_busy();
+    pool.env().monitor.note_busy();
     drop(deferred.take());
 
     let (work, panicked) = match item {
@@ -200,17 +282,18 @@ fn process_one_work<'a>(
     pwq.stats.completed += 1;
     let report = panicked.map(|payload| {
         pwq.stats.panicked += 1;
-        (pwq.wq.clone(), payload)
+        (pwq.owner.clone(), payload)
     });
     finish_current(&mut g, me);
     if let Some(work) = &work {
         g.busy.remove(&work.id());
     }
-    pool.dec_nr_in_flight(&mut g, slot, color, inactive);
-    if let Some((wq, payload)) = report {
+    let ev = g.pwq_dec_nr_in_flight(slot, color, inactive);
+    g.forward(slot, ev);
+    if let Some((owner, payload)) = report {
         // The handler is user code: run it without the pool lock.
         drop(g);
-        wq.report_panic(work.as_ref(), payload);
+        owner.report_panic(work.as_ref(), payload);
         g = pool.lock();
     }
     *deferred = work;
@@ -221,36 +304,76 @@ fn process_one_work<'a>(
 fn finish_current(g: &mut PoolLocked, me: usize) {
     g.worker_clr_flags(me, flags::CPU_INTENSIVE);
     g.worker_set_sleeping(me, Sleeping::No);
-    let w = &mut g.workers[me];
-    w.current = None;
-    w.mon.hog_valid = false;
+    g.workers[me].current = None;
 }
 
-impl WorkerPool {
+impl PoolGuard<'_> {
     /// Puts worker `me` on the idle list (`worker_enter_idle`), arming the idle-cull timer
     /// when the pool has more idle workers than it keeps.
-    pub(crate) fn worker_enter_idle(self: &Arc<Self>, g: &mut PoolLocked, me: usize) {
-        let now = self.env.clock.now();
-        let w = &mut g.workers[me];
+    pub(super) fn worker_enter_idle(&mut self, me: usize) {
+        let pool = self.pool;
+        let now = pool.env().clock.now();
+        let w = &mut self.workers[me];
         debug_assert!(w.flags & flags::IDLE == 0);
         w.flags |= flags::IDLE;
         w.last_active = now;
-        g.idle_list.push(me);
-        if g.too_many_workers() && !g.idle_timer_armed {
-            g.idle_timer_armed = true;
-            super::manager::arm_idle_timer(self, crate::clock::add_saturating(now, self.env.config.idle_timeout));
+        self.idle_list.push(me);
+        if self.too_many_workers() && !self.idle_timer_armed {
+            self.idle_timer_armed = true;
+            super::manager::arm_idle_timer(pool, crate::clock::add_saturating(now, pool.env().config.idle_timeout));
         }
     }
 
     /// Takes worker `me` off the idle list if it is on it (`worker_leave_idle`).
-    pub(crate) fn worker_leave_idle(&self, g: &mut PoolLocked, me: usize) {
-        let w = &mut g.workers[me];
+    pub(super) fn worker_leave_idle(&mut self, me: usize) {
+        let w = &mut self.workers[me];
         if w.flags & flags::IDLE == 0 {
             return;
         }
         w.flags &= !flags::IDLE;
-        if let Some(pos) = g.idle_list.iter().rposition(|&x| x == me) {
-            g.idle_list.remove(pos);
+        if let Some(pos) = self.idle_list.iter().rposition(|&x| x == me) {
+            self.idle_list.remove(pos);
+        }
+    }
+}
+
+impl PoolLocked {
+    /// The item worker `me` runs, as the id of its workqueue and `name (id)`, if it is busy.
+    pub(crate) fn current_item(&self, me: usize) -> Option<(u32, String)> {
+        let cur = self.workers.get(me)?.current.as_ref()?;
+        let owner = self.pwqs.get(cur.pwq as usize)?.owner.id();
+        Some((owner, crate::work::describe(cur.name, cur.work_id)))
+    }
+
+    /// The workqueue of the item worker `me` runs, if it is busy.
+    pub(crate) fn current_owner(&self, me: usize) -> Option<Arc<dyn super::PwqOwner>> {
+        let cur = self.workers.get(me)?.current.as_ref()?;
+        Some(self.pwqs.get(cur.pwq as usize)?.owner.clone())
+    }
+
+    /// Appends the items of pwq `slot` running or waiting on the worklist, as `name (id)
+    /// running` or `name (id) queued`, until `out` holds `max` (for warnings; the kernel's
+    /// `show_one_workqueue`).
+    pub(crate) fn describe_pwq_items(&self, slot: u32, max: usize, out: &mut Vec<String>) {
+        for (_, w) in self.workers.iter() {
+            if let Some(cur) = w.current.as_ref().filter(|c| c.pwq == slot) {
+                out.push(format!("{} running", crate::work::describe(cur.name, cur.work_id)));
+            }
+        }
+        let mut cur = self.worklist.front();
+        while let Some(idx) = cur {
+            if out.len() >= max {
+                return;
+            }
+            let e = self.nodes.get(idx);
+            if e.pwq == slot {
+                match &e.item {
+                    Item::Work(w) => out.push(format!("{} queued", crate::work::describe(w.name(), w.id()))),
+                    Item::Once(_) => out.push(format!("{SPAWNED_NAME} queued")),
+                    Item::Barrier(_) | Item::Cursor => {}
+                }
+            }
+            cur = self.worklist.next(&self.nodes, idx);
         }
     }
 }

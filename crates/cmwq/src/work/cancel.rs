@@ -13,9 +13,7 @@
 //! `cancel_sync` raises the disable depth while it waits for a running instance, so every
 //! queueing meanwhile (including the function queueing itself) fails; then lowers it again.
 
-use super::{Work, NO_NODE};
-use crate::pool::{registry, Loc};
-use crate::worklist::NIL;
+use super::Work;
 
 /// What grabbing found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,43 +57,15 @@ fn steal_queued(work: &Work) -> bool {
     if !snap.is_pending() {
         return false;
     }
-    let Some(pool) = snap.last_pool().and_then(registry::lookup) else { return false };
+    let Some(pool) = snap.last_pool().and_then(crate::pool::lookup) else { return false };
     // Locking the pool moves its inbox, where a pending item in transit may sit.
     let mut g = pool.lock();
-    let snap = work.state().load();
-    #[cfg(loom)]
-    let recheck = !crate::sync::plant::is(crate::sync::plant::Bug::CancelStealUnchecked);
-    #[cfg(not(loom))]
-    let recheck = true;
-    if recheck && !(snap.is_queued() && snap.last_pool() == Some(pool.id)) {
-        return false;
-    }
-    if work.node() == NO_NODE {
-        // Parked in an inactive run: give it a node to unlink.
-        g.unpark_all();
-    }
-    let idx = work.node();
-    let (loc, linked) = {
-        let e = g.nodes.get(idx);
-        (e.loc, e.linked)
-    };
-    if linked {
-        let pwq = g.nodes.get(idx).pwq;
-        let follower = g.with_list(loc, pwq, |l, n| l.next(n, idx)).expect("linked entry has a follower");
-        if loc == Loc::Inactive {
-            // Its barriers must still run: they go to the worklist (`move_linked_works`).
-            g.move_linked(follower, Loc::Worklist, NIL);
-        }
-    }
-    let e = g.remove_entry(idx);
-    pool.dec_nr_in_flight(&mut g, e.pwq, e.color, e.inactive);
-    // The removal may have activated the next inactive item: make sure a worker sees it.
-    pool.kick_pool(&mut g);
-    work.state().steal_queued();
+    let Some((owner, ev, entry)) = g.steal_queued(work) else { return false };
+    owner.pwq_event_if(ev);
     drop(g);
-    // `e` holds a handle on the item; the caller holds another, so no user destructor runs
-    // here, and anyway no lock is held any more.
-    drop(e);
+    // `entry` holds a handle on the item; the caller holds another, so no user destructor
+    // runs here, and anyway no lock is held any more.
+    drop(entry);
     true
 }
 

@@ -14,6 +14,7 @@
 
 pub(crate) mod cancel;
 pub(crate) mod delayed;
+pub(crate) mod job;
 pub(crate) mod state;
 
 use crate::error::Error;

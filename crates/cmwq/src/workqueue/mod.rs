@@ -17,18 +17,20 @@
 //! Drain and destroy: docs/design.md §7.
 
 pub(crate) mod builder;
+mod info;
+mod pwqs;
 pub(crate) mod system;
+
+pub(crate) use info::WqInfo;
+use pwqs::{PwqTable, WqLocked};
 
 use crate::clock::Sleeper;
 use crate::error::Error;
-use crate::flush::{FlushLocked, FlushShared};
-use crate::pool::Item;
-use crate::pwq::{Pwq, PwqLocked};
+use crate::flush::FlushShared;
 use crate::rescuer::Rescuer;
 use crate::runtime::Runtime;
 use crate::stats::WqStats;
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
-use crate::sys::current_cpu;
+use crate::sync::{Arc, ArcCell, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
 use crate::warn::{Warning, WarningKind};
 use crate::work::delayed::DelayedTimer;
 use crate::work::Work;
@@ -78,121 +80,20 @@ impl WorkPanic<'_> {
 /// A workqueue's panic handler.
 pub(crate) type PanicHandler = Arc<dyn Fn(&WorkPanic<'_>) + Send + Sync>;
 
-/// What the pool side needs to know of a workqueue.
-pub(crate) struct WqInfo {
-    /// I: runtime-unique id.
-    pub(crate) id: u32,
-    /// I: the name.
-    pub(crate) name: Arc<str>,
-    /// I: flags.
-    pub(crate) flags: WqFlags,
-    /// Set once destruction starts (`__WQ_DESTROYING`); never cleared.
-    pub(crate) destroying: AtomicBool,
-    /// Drainers at work (`nr_drainers`); queueing from outside is refused while non-zero.
-    pub(crate) nr_drainers: AtomicUsize,
-    /// Woken when one of its pwqs has nothing in flight, while destroying.
-    pub(crate) drained: Arc<Sleeper>,
-    /// The pool side of the flush-colour machinery.
-    pub(crate) flush: FlushShared,
-    /// I: the panic handler (default: report on stderr).
-    pub(crate) panic_handler: Option<PanicHandler>,
-    /// I: the rescuer of a `mem_reclaim` workqueue.
-    pub(crate) rescuer: Option<Arc<Rescuer>>,
-    /// I: the workqueue itself, for a worker running one of its items (`Work::requeue`): weak,
-    /// since the pwqs hold this info and the workqueue holds the pwqs. Upgraded for one call.
-    pub(crate) shared: Weak<WqShared>,
-    /// Delayed items whose timer is armed to queue them here, by timer identity and arming
-    /// generation (an item that re-arms itself from its function is armed again before the
-    /// callback that queued it forgets the previous arming: each is its own entry). A destroy
-    /// queues them at once instead of leaving them behind. Here rather than in `WqShared`, so
-    /// that a timer callback can forget its record after letting go of the workqueue (see
-    /// [`WqInfo::forget_armed`]).
-    pub(crate) armed: Mutex<HashMap<ArmedKey, (Arc<DelayedTimer>, Work)>>,
-}
-
-impl fmt::Debug for WqInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WqInfo").field("id", &self.id).field("name", &self.name).field("flags", &self.flags).finish()
-    }
-}
-
-impl WqInfo {
-    /// One of this workqueue's pwqs has nothing in flight any more. Pool lock held.
-    pub(crate) fn pwq_drained(&self) {
-        self.wake_destroyer();
-    }
-
-    /// Something a destroyer waits for went away (an item in flight, an armed timer): wake it.
-    /// Called after the change, under the lock that guards it (the pool lock, the `armed`
-    /// lock) or after releasing it: a destroyer that checked before the change sees
-    /// `destroying` set here (it stored it before taking that lock), so it is woken; one that
-    /// checks after sees the change.
-    pub(crate) fn wake_destroyer(&self) {
-        if self.destroying.load(Ordering::Acquire) {
-            self.drained.notify();
-        }
-    }
-
-    /// Forgets the arming `key` of a delayed item: its timer fired, was fired early, or was
-    /// cancelled. Every removal from `armed` goes through here, so that a destroyer waiting
-    /// for the map to empty is always woken (issue 9, bug 1: a removal that woke nobody, after
-    /// the item's completion had already been consumed, left the destroyer waiting forever).
-    ///
-    /// A timer callback calls this only after dropping its reference to the `WqShared`: a
-    /// destroyer that sees the map empty returns, and its caller may drop the last handles of
-    /// the workqueue and of the runtime at once; had the timer thread still held the
-    /// workqueue, the runtime's last reference would have gone on the timer thread, and its
-    /// shutdown would have tried to join that thread from itself (found by tests/shuttle.rs).
-    pub(crate) fn forget_armed(&self, key: ArmedKey) {
-        let removed = self.armed.lock().remove(&key);
-        self.wake_destroyer();
-        // The removed handles drop after the lock: a drop may run user destructors.
-        drop(removed);
-    }
-
-    /// Hands a caught panic to the handler. No lock held.
-    pub(crate) fn report_panic(&self, work: Option<&Work>, payload: Box<dyn Any + Send>) {
-        let p = WorkPanic { workqueue: &self.name, work, payload: &*payload };
-        match &self.panic_handler {
-            Some(h) => {
-                // A panicking handler must not take the worker down with it.
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(&p))).is_err() {
-                    eprintln!("cmwq: the panic handler of workqueue {:?} panicked", self.name);
-                }
-            }
-            None => {
-                let what = work.map_or_else(|| "a spawned closure".to_string(), |w| format!("work item {:#x}", w.id()));
-                eprintln!(
-                    "cmwq: {what} on workqueue {:?} panicked: {}",
-                    self.name,
-                    p.message().unwrap_or("<non-string payload>")
-                )
-            }
-        }
-    }
-}
-
-/// The pwqs of a workqueue.
-#[derive(Debug)]
-enum Pwqs {
-    /// One per CPU, in that CPU's normal or highpri pool.
-    PerCpu(Vec<Pwq>),
-    /// One, in the shared unbound pool.
-    Unbound(Pwq),
-}
-
-/// An arming in `WqInfo::armed`: the timer's identity (`DelayedTimer::key`) and the
-/// arming's generation.
-pub(crate) type ArmedKey = (usize, u64);
-
 /// The shared part of a workqueue: kept alive by its handles and by armed delayed items.
 pub(crate) struct WqShared {
+    /// I: what its pwqs know of it.
     pub(crate) info: Arc<WqInfo>,
-    pwqs: Pwqs,
-    /// I: the active limit per pwq.
-    pub(crate) max_active: usize,
-    /// The workqueue side of the flush colours (`wq->mutex`).
-    flush_lock: Mutex<FlushLocked>,
+    /// The pwqs new items go to, read by every queueing without a lock; replaced whole under
+    /// `mutex` (`pwqs.rs`).
+    table: ArcCell<PwqTable>,
+    /// The active limit per pwq (`wq->saved_max_active`). Written under `mutex`; Relaxed:
+    /// readers only report it, the limits in force are the pwqs' (set under their pool locks).
+    max_active: AtomicUsize,
+    /// The flush colours and every pwq not yet released (`wq->mutex`); taken before any pool
+    /// lock.
+    mutex: Mutex<WqLocked>,
+    /// I: the runtime.
     pub(crate) rt: Runtime,
 }
 
@@ -221,7 +122,7 @@ impl fmt::Debug for Workqueue {
         f.debug_struct("Workqueue")
             .field("name", &wq.info.name)
             .field("flags", &wq.info.flags)
-            .field("max_active", &wq.max_active)
+            .field("max_active", &wq.max_active.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -261,53 +162,49 @@ impl Workqueue {
         } else {
             None
         };
-        let frozen = flags.freezable && shared.is_frozen();
-        // Cyclic: the info (held by the pwqs) names the workqueue weakly.
-        let wq = Arc::new_cyclic(|me: &Weak<WqShared>| {
-            let info = Arc::new(WqInfo {
-                id: shared.next_wq_id.fetch_add(1, Ordering::Relaxed),
-                name: name.into(),
-                flags,
-                destroying: AtomicBool::new(false),
-                nr_drainers: AtomicUsize::new(0),
-                drained: Sleeper::new(),
-                flush: FlushShared::default(),
-                panic_handler,
-                rescuer,
-                shared: me.clone(),
-                armed: Mutex::new(HashMap::new()),
-            });
-            let attach = |pool: &Arc<crate::pool::WorkerPool>| {
-                let mut pwq = PwqLocked::new(info.clone(), max_active);
-                if frozen {
-                    pwq.max_active = 0;
+        let pools: Vec<Arc<crate::pool::WorkerPool>> = match unbound_pool {
+            Some(pool) => vec![pool],
+            None => (0..shared.env.config.nr_cpus)
+                .map(|cpu| shared.cpu_pools[2 * cpu + usize::from(flags.highpri)].clone())
+                .collect(),
+        };
+        // Under the workqueue-list lock, so that a freeze cannot slip in between.
+        let wq = shared.register_workqueue(|frozen| {
+            // Cyclic: the info (held by the pwqs) names the workqueue weakly.
+            Arc::new_cyclic(|me: &Weak<WqShared>| {
+                let info = Arc::new(WqInfo {
+                    id: shared.next_wq_id.fetch_add(1, Ordering::Relaxed),
+                    name: name.into(),
+                    flags,
+                    destroying: AtomicBool::new(false),
+                    nr_drainers: AtomicUsize::new(0),
+                    drained: Sleeper::new(),
+                    flush: FlushShared::default(),
+                    panic_handler,
+                    rescuer,
+                    shared: me.clone(),
+                    armed: Mutex::new(HashMap::new()),
+                });
+                let limit = if flags.freezable && frozen { 0 } else { max_active };
+                let table = WqShared::make_table(&info, &pools, flags.unbound, limit, 0);
+                let all = match &table {
+                    PwqTable::PerCpu(v) => v.clone(),
+                    PwqTable::Unbound(p) => vec![p.clone()],
+                };
+                WqShared {
+                    info,
+                    table: ArcCell::new(Arc::new(table)),
+                    max_active: AtomicUsize::new(max_active),
+                    mutex: Mutex::new(WqLocked::new(all)),
+                    rt,
                 }
-                let slot = pool.lock().pwqs.insert(pwq) as u32;
-                Pwq { pool: pool.clone(), slot }
-            };
-            let pwqs = match &unbound_pool {
-                Some(pool) => Pwqs::Unbound(attach(pool)),
-                None => {
-                    let n = shared.env.config.nr_cpus;
-                    Pwqs::PerCpu(
-                        (0..n).map(|cpu| attach(&shared.cpu_pools[2 * cpu + usize::from(flags.highpri)])).collect(),
-                    )
-                }
-            };
-            WqShared::new(info, pwqs, max_active, rt)
+            })
         });
-        shared.register_workqueue(&wq);
         Ok(Workqueue { handle: Arc::new(WqHandle { wq }) })
     }
 
     pub(crate) fn shared(&self) -> &Arc<WqShared> {
         &self.handle.wq
-    }
-}
-
-impl WqShared {
-    fn new(info: Arc<WqInfo>, pwqs: Pwqs, max_active: usize, rt: Runtime) -> WqShared {
-        WqShared { info, pwqs, max_active, flush_lock: Mutex::new(FlushLocked::default()), rt }
     }
 }
 
@@ -366,7 +263,8 @@ impl Workqueue {
         let wq = &self.handle.wq;
         wq.refuse_own_item("flush")?;
         if cfg!(debug_assertions) {
-            crate::debug::check_flush_dependency(crate::debug::current_wq().as_ref(), &wq.info);
+            let target: Arc<dyn crate::pool::PwqOwner> = wq.info.clone();
+            crate::debug::check_flush_dependency(crate::debug::current_wq().as_ref(), &target);
         }
         wq.flush();
         Ok(())
@@ -396,12 +294,7 @@ impl Workqueue {
 
     /// The workqueue's counters, summed over its pools.
     pub fn stats(&self) -> WqStats {
-        let mut s = WqStats::default();
-        for pwq in self.handle.wq.pwq_list() {
-            let g = pwq.pool.lock();
-            s.add(&g.pwqs[pwq.slot as usize].stats);
-        }
-        s
+        self.handle.wq.stats()
     }
 
     /// The workqueue's name.
@@ -411,7 +304,27 @@ impl Workqueue {
 
     /// The active limit (per pool for per-CPU workqueues).
     pub fn max_active(&self) -> usize {
-        self.handle.wq.max_active
+        self.handle.wq.max_active.load(Ordering::Relaxed)
+    }
+
+    /// Changes the active limit at runtime (`workqueue_set_max_active`): clamped to
+    /// 1..=[`WQ_MAX_ACTIVE`](crate::WQ_MAX_ACTIVE) as the kernel clamps it; a raise activates
+    /// at once what the new limit allows, a cut lets the items already active finish and
+    /// starts no more until the count is below the new limit. Refused for an ordered
+    /// workqueue, whose limit of one is what makes it ordered ([`Error::InvalidAttrs`]). While the
+    /// runtime is frozen a freezable workqueue keeps starting nothing; the new limit applies
+    /// when it thaws.
+    pub fn set_max_active(&self, max_active: usize) -> Result<(), Error> {
+        let wq = &self.handle.wq;
+        if wq.info.flags.ordered {
+            return Err(Error::InvalidAttrs("max_active of an ordered workqueue stays 1"));
+        }
+        let n = max_active.clamp(1, crate::WQ_MAX_ACTIVE);
+        wq.rt.shared().with_frozen(|frozen| {
+            wq.max_active.store(n, Ordering::Relaxed);
+            wq.set_pwq_max_active(frozen);
+        });
+        Ok(())
     }
 
     /// Destroys the workqueue now (`destroy_workqueue`): from here on queueing from outside is
@@ -437,13 +350,6 @@ pub(crate) fn warn(e: &Error) -> bool {
 }
 
 impl WqShared {
-    pub(crate) fn pwq_list(&self) -> &[Pwq] {
-        match &self.pwqs {
-            Pwqs::PerCpu(v) => v,
-            Pwqs::Unbound(p) => std::slice::from_ref(p),
-        }
-    }
-
     /// Checks a CPU number against the runtime.
     pub(crate) fn check_cpu(&self, cpu: Option<usize>) -> Result<(), Error> {
         let nr_cpus = self.rt.nr_cpus();
@@ -469,7 +375,8 @@ impl WqShared {
     /// items need not hold their workqueue (a cycle that kept it, its runtime and every thread
     /// alive after the last handle went: issue 9, bug 7).
     pub(crate) fn of_current_item() -> Result<Arc<WqShared>, Error> {
-        let info = crate::debug::current_wq().ok_or(Error::NotInWorker)?;
+        let owner = crate::debug::current_wq().ok_or(Error::NotInWorker)?;
+        let info = owner.into_any().downcast::<WqInfo>().map_err(|_| Error::NotInWorker)?;
         // Gone only if its last handle was dropped from one of its own items (destroy then
         // does not wait): the item still runs, its workqueue is being destroyed.
         info.shared.upgrade().ok_or_else(|| Error::Destroyed { name: info.name.to_string() })
@@ -500,18 +407,8 @@ impl WqShared {
         F: FnOnce() + Send + 'static,
     {
         self.check_accepting()?;
-        let pwq = self.local_pwq(None);
-        pwq.pool.submit(pwq.slot, Item::Once(crate::pool::entry::Job::new(f)));
+        self.table.load().local(None).submit_job(crate::work::job::Job::new(f));
         Ok(true)
-    }
-
-    /// The pwq a queueing lands on before the non-reentrancy redirect: the only one of an
-    /// unbound workqueue, else that of `cpu` or of the CPU the caller runs on.
-    fn local_pwq(&self, cpu: Option<usize>) -> &Pwq {
-        match &self.pwqs {
-            Pwqs::Unbound(p) => p,
-            Pwqs::PerCpu(v) => &v[cpu.unwrap_or_else(|| current_cpu(v.len()))],
-        }
     }
 
     /// Whether the caller is a worker running an item of this workqueue (chained queueing is
@@ -523,14 +420,12 @@ impl WqShared {
     /// The item the caller runs, as `name (id)`, if the caller is a worker (or rescuer)
     /// running an item of this workqueue.
     fn current_own_item(&self) -> Option<String> {
-        let (pool, me) = crate::pool::worker::current_worker()?;
-        if !Arc::ptr_eq(&pool.env, &self.rt.shared().env) {
+        let (pool, me) = crate::pool::current_worker()?;
+        if !Arc::ptr_eq(pool.env(), &self.rt.shared().env) {
             return None;
         }
-        let g = pool.lock();
-        let cur = g.workers.get(me)?.current.as_ref()?;
-        let own = g.pwqs.get(cur.pwq as usize).is_some_and(|p| p.wq.id == self.info.id);
-        own.then(|| crate::work::describe(cur.name, cur.work_id))
+        let (owner, item) = pool.lock().current_item(me)?;
+        (owner == self.info.id).then_some(item)
     }
 
     /// Refuses a flush or drain from one of this workqueue's own items, before it enters the
@@ -561,41 +456,32 @@ impl WqShared {
 
     /// Steps 3-5 of the module docs. The caller owns PENDING.
     pub(crate) fn enqueue(&self, cpu: Option<usize>, work: Work) {
-        let pwq = match &self.pwqs {
-            Pwqs::Unbound(p) => p,
-            Pwqs::PerCpu(v) => {
-                let pwq = self.local_pwq(cpu);
-                if let Some(last) = work.state().load().last_pool() {
-                    if last != pwq.pool.id {
-                        if let Some(other) = v.iter().find(|p| p.pool.id == last) {
-                            let mut g = other.pool.lock();
-                            if let Some(wk) = g.find_worker_executing(&work) {
-                                let running_in = g.workers[wk].current.as_ref().map(|c| c.pwq);
-                                if running_in == Some(other.slot) {
-                                    other.pool.insert_work(&mut g, other.slot, Item::Work(work));
-                                    return;
-                                }
-                            }
-                        }
+        let table = self.table.load();
+        let pwq = table.local(cpu);
+        // The non-reentrancy redirect: the item last ran in another pool and a worker there
+        // runs it right now for this workqueue: queue it on that pwq (a retired one too), so
+        // that pool hands it to that worker.
+        if let Some(last) = work.state().load().last_pool() {
+            if last != pwq.pool().id() {
+                if let Some(other) = crate::pool::lookup(last) {
+                    let mut g = other.lock();
+                    if let Some(slot) = g.running_in(&work, self.info.id) {
+                        g.insert_work_item(slot, work);
+                        return;
                     }
                 }
-                pwq
             }
-        };
-        pwq.pool.submit_work(pwq.slot, work);
+        }
+        pwq.submit_work(work);
     }
 
     /// Whether every pwq is empty: nothing active, nothing inactive (`pwq_is_empty`).
     fn is_empty(&self) -> bool {
-        self.pwq_list().iter().all(|p| {
-            let g = p.pool.lock();
-            let pwq = &g.pwqs[p.slot as usize];
-            pwq.nr_active == 0 && !pwq.has_inactive()
-        })
+        !self.any_pwq(|p| !p.lock().pwq_is_empty(p.slot()))
     }
 
     fn flush(&self) {
-        crate::flush::flush_workqueue(&self.flush_lock, &self.info.flush, self.pwq_list());
+        crate::flush::flush_workqueue(&self.mutex, &self.info.flush, WqLocked::flush_parts);
     }
 
     /// `drain_workqueue`: see [`Workqueue::drain`].
@@ -633,33 +519,14 @@ impl WqShared {
     /// warnings; the kernel's `show_one_workqueue`).
     fn in_flight_items(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for p in self.pwq_list() {
-            let g = p.pool.lock();
-            for (_, w) in g.workers.iter() {
-                if let Some(cur) = w.current.as_ref().filter(|c| c.pwq == p.slot) {
-                    out.push(format!("{} running", crate::work::describe(cur.name, cur.work_id)));
-                }
+        self.for_each_pwq(|p| {
+            if out.len() <= crate::warn::MAX_NAMED {
+                p.lock().describe_pwq_items(p.slot(), crate::warn::MAX_NAMED + 1, &mut out);
             }
-            let mut cur = g.worklist.front();
-            while let Some(idx) = cur {
-                let e = g.nodes.get(idx);
-                if e.pwq == p.slot {
-                    match &e.item {
-                        Item::Work(w) => out.push(format!("{} queued", crate::work::describe(w.name(), w.id()))),
-                        Item::Once(_) => out.push(format!("{} queued", crate::pool::worker::SPAWNED_NAME)),
-                        Item::Barrier(_) | Item::Cursor => {}
-                    }
-                }
-                if out.len() > crate::warn::MAX_NAMED {
-                    break;
-                }
-                cur = g.worklist.next(&g.nodes, idx);
-            }
-            if out.len() > crate::warn::MAX_NAMED {
-                out.truncate(crate::warn::MAX_NAMED);
-                out.push("...".to_owned());
-                break;
-            }
+        });
+        if out.len() > crate::warn::MAX_NAMED {
+            out.truncate(crate::warn::MAX_NAMED);
+            out.push("...".to_owned());
         }
         out
     }
@@ -688,7 +555,7 @@ impl WqShared {
         loop {
             self.fire_armed_now();
             let armed = !self.info.armed.lock().is_empty();
-            let in_flight = self.pwq_list().iter().any(|p| p.pool.lock().pwqs[p.slot as usize].in_flight() > 0);
+            let in_flight = self.any_pwq(|p| p.lock().pwq_in_flight(p.slot()) > 0);
             if in_flight {
                 // As `destroy_workqueue` drains: flush, count the round, and warn at
                 // `drain_workqueue`'s cadence while items keep coming (an item requeueing
@@ -727,24 +594,6 @@ impl WqShared {
         let armed: Vec<(Arc<DelayedTimer>, Work)> = self.info.armed.lock().values().cloned().collect();
         for (timer, work) in armed {
             timer.fire_now(&work);
-        }
-    }
-
-    /// Detaches the pwqs from their pools; only once nothing is in flight and no handle is
-    /// left (so nothing can queue any more).
-    fn detach(&self) {
-        for p in self.pwq_list() {
-            p.pool.lock().pwqs.remove(p.slot as usize);
-        }
-    }
-
-    /// Sets every pwq's active limit (0 freezes), activating what the new limit allows.
-    pub(crate) fn set_pwq_max_active(&self, max: usize) {
-        for p in self.pwq_list() {
-            let mut g = p.pool.lock();
-            g.pwqs[p.slot as usize].max_active = max;
-            while p.pool.activate_first_inactive(&mut g, p.slot) {}
-            p.pool.kick_pool(&mut g);
         }
     }
 }
