@@ -192,3 +192,127 @@ impl WqShared {
         }
     }
 }
+
+#[cfg(all(test, not(loom), not(shuttle)))]
+mod tests {
+    use crate::{Runtime, Work};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    /// A gate items wait on, opened once; every wait has a deadline, so a bug fails the test
+    /// instead of hanging it.
+    #[derive(Clone, Default)]
+    struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+    impl Gate {
+        fn open(&self) {
+            *self.0 .0.lock().unwrap() = true;
+            self.0 .1.notify_all();
+        }
+        fn wait(&self) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut open = self.0 .0.lock().unwrap();
+            while !*open {
+                let left = deadline.checked_duration_since(Instant::now()).expect("gate never opened");
+                open = self.0 .1.wait_timeout(open, left).unwrap().0;
+            }
+        }
+    }
+
+    fn wait_for(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Replacing a workqueue's pwqs while items run, wait inactive and keep coming loses none,
+    /// runs none twice at once (an item queued again while it runs on a retired pwq is sent
+    /// there), makes a flush wait for the retired pwqs' items too, keeps the counters, and
+    /// releases the retired pwqs once they are empty.
+    #[test]
+    fn replacing_pwqs_with_items_in_flight_loses_none() {
+        let rt = Runtime::builder().cpus(2).pin_workers(false).build();
+        let wq = rt.workqueue("replace").max_active(1).build().unwrap();
+        let gate = Gate::default();
+        // Opens the gate however the test ends, so a failed assertion does not leave the
+        // blocker (and the runtime's drop) waiting.
+        struct OpenOnDrop(Gate);
+        impl Drop for OpenOnDrop {
+            fn drop(&mut self) {
+                self.0.open();
+            }
+        }
+        let _open = OpenOnDrop(gate.clone());
+        let (ran, overlap, live) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        // The blocker runs on CPU 0's old pwq until the gate opens.
+        let blocker_in = Arc::new(AtomicBool::new(false));
+        let (g, bi, r) = (gate.clone(), blocker_in.clone(), ran.clone());
+        let blocker = Work::new(move |_| {
+            bi.store(true, Ordering::SeqCst);
+            g.wait();
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        let item = |ran: &Arc<AtomicUsize>| {
+            let (r, o, l) = (ran.clone(), overlap.clone(), live.clone());
+            Work::new(move |_| {
+                if l.fetch_add(1, Ordering::SeqCst) > 0 {
+                    o.store(true, Ordering::SeqCst);
+                }
+                r.fetch_add(1, Ordering::SeqCst);
+                l.fetch_sub(1, Ordering::SeqCst);
+            })
+        };
+        assert!(wq.queue_on(0, &blocker));
+        wait_for("the blocker to run", || blocker_in.load(Ordering::SeqCst));
+        // Inactive behind it on the old pwq (max_active 1).
+        let old_inactive: Vec<Work> = (0..5).map(|_| item(&ran)).collect();
+        for w in &old_inactive {
+            assert!(wq.queue_on(0, w));
+        }
+        assert_eq!(wq.pwqs().len(), 2);
+        wq.shared().replace_pwqs();
+        let infos = wq.pwqs();
+        assert_eq!(
+            infos.len(),
+            3,
+            "two new pwqs and CPU 0's retired one, draining (CPU 1's was empty: released at once)"
+        );
+        assert_eq!(infos.iter().filter(|p| p.retired).count(), 1);
+        let old0 = infos.iter().find(|p| p.retired && p.cpu == Some(0)).unwrap();
+        assert_eq!((old0.nr_active, old0.nr_inactive), (1, 5), "the old pwq keeps what it had");
+        // The blocker queued again while it runs on the retired pwq: it must go there (the
+        // non-reentrancy redirect), not to the new pwq, where it could run at once.
+        wq.queue_on(1, &blocker);
+        let old0 = wq.pwqs().into_iter().find(|p| p.retired && p.cpu == Some(0)).unwrap();
+        assert_eq!(old0.in_flight, 1 + 5 + 1, "the requeued blocker went to the retired pwq");
+        // New items go to the new pwqs and run while the old pwq is still blocked.
+        let new_items: Vec<Work> = (0..6).map(|_| item(&ran)).collect();
+        for (i, w) in new_items.iter().enumerate() {
+            assert!(wq.queue_on(i % 2, w));
+        }
+        wait_for("the new pwqs' items", || ran.load(Ordering::SeqCst) == 6);
+        // A flush now must wait for the retired pwq's items too.
+        let flushed = Arc::new(AtomicBool::new(false));
+        let (wq2, f2) = (wq.clone(), flushed.clone());
+        let flusher = std::thread::spawn(move || {
+            wq2.flush();
+            f2.store(true, Ordering::SeqCst);
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!flushed.load(Ordering::SeqCst), "the flush returned while the retired pwq still had items");
+        gate.open();
+        wait_for("the flush", || flushed.load(Ordering::SeqCst));
+        flusher.join().unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 6 + 1 + 5 + 1, "every item ran, the blocker twice");
+        assert!(!overlap.load(Ordering::SeqCst));
+        // The retired pwqs are released (on the timer service) and their counters kept.
+        wait_for("the retired pwqs to be released", || wq.pwqs().len() == 2);
+        assert!(wq.pwqs().iter().all(|p| !p.retired));
+        let st = wq.stats();
+        assert_eq!((st.started, st.completed), (13, 13), "the released pwqs' counters are kept");
+    }
+}
