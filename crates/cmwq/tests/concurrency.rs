@@ -6,6 +6,7 @@
 mod support;
 
 use cmwq::{ManualClock, Runtime, Work};
+use cmwq_testkit::burn_cpu;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -195,18 +196,6 @@ fn work_handles_are_cheap_and_named() {
     let w2 = w.clone();
     assert!(w.ptr_eq(&w2));
     assert!(format!("{w:?}").contains("Work"));
-}
-
-/// Burns `d` of this thread's CPU time (not wall time, so preemption does not shorten it).
-fn burn_cpu(d: Duration) {
-    let now = || {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-    };
-    let start = now();
-    while now() - start < d {
-        std::hint::spin_loop();
-    }
 }
 
 /// CPU time is sampled on the monitor's tick, like the kernel's: items shorter than a tick are

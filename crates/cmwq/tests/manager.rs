@@ -6,14 +6,11 @@
 mod support;
 
 use cmwq::{FailMode, FailingSpawner, ManualClock, Runtime, Work};
+use cmwq_testkit::unbound_pool;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::{wait_for, Latch};
-
-fn unbound_pool(rt: &Runtime) -> cmwq::PoolInfo {
-    rt.pools().into_iter().find(|p| p.cpu.is_none()).expect("an unbound pool")
-}
 
 /// A failed creation neither panics nor loses work: the items stay queued, the manager retries
 /// only after the cooldown (read on the runtime's clock), and everything runs once creation

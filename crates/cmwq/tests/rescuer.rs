@@ -12,6 +12,7 @@
 mod support;
 
 use cmwq::{FailMode, FailingSpawner, ManualClock, PoolInfo, RescuerAlgorithm, Runtime, Work};
+use cmwq_testkit::{cpu_pool, thread_exists};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,7 +78,7 @@ fn r02_no_mayday_if_creation_is_quick() {
     let g = gate.clone();
     a.queue_on(0, &Work::new(move |_| cmwq::blocking(|| g.wait())));
     wait_for("the item to block with a reserve idle", || {
-        let p = rt.pools().into_iter().find(|p| p.cpu == Some(0) && !p.highpri).unwrap();
+        let p = cpu_pool(&rt, 0);
         a.stats().started == 1 && p.nr_idle == 1 && !p.manager_active
     });
     clock.advance(Duration::from_millis(500));
@@ -483,7 +484,7 @@ fn r12_extra_work_while_the_manager_struggles() {
     let rt = Arc::new(Runtime::builder().cpus(1).clock(&clock).spawner(slow.clone()).build());
     let pool = {
         let rt = rt.clone();
-        move || rt.pools().into_iter().find(|p| p.cpu == Some(0) && !p.highpri).unwrap()
+        move || cpu_pool(&rt, 0)
     };
     let b = rt.workqueue("B").build().unwrap();
     let a = rt.workqueue("A").mem_reclaim().build().unwrap();
@@ -563,7 +564,7 @@ fn r13_inactive_items_are_not_rescued() {
     let fail = Arc::new(AtomicBool::new(false));
     let spawner = FailingSpawner::new(FailMode::While(fail.clone()));
     let rt = Runtime::builder().cpus(1).clock(&clock).spawner(spawner.clone()).build();
-    let pool = || rt.pools().into_iter().find(|p| p.cpu == Some(0) && !p.highpri).unwrap();
+    let pool = || cpu_pool(&rt, 0);
     let a = rt.workqueue("A").mem_reclaim().max_active(1).build().unwrap();
     let b = rt.workqueue("B").build().unwrap();
     let c = rt.workqueue("C").mem_reclaim().build().unwrap();
@@ -649,14 +650,6 @@ fn r16_destroy_with_stale_maydays() {
     assert_eq!(s.spawner.live_of(cmwq::ThreadKind::Rescuer), 0, "destroy returned with the rescuer still alive");
     wait_for("the rescuer's task to leave /proc", || !thread_exists("kworker/R-A16"));
     s.finish();
-}
-
-/// Whether a thread of this process has this name.
-fn thread_exists(name: &str) -> bool {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .any(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name))
 }
 
 /// R17: an item requeued while the rescuer runs it is punted to the rescuer and runs after the

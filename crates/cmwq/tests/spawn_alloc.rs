@@ -8,22 +8,15 @@
 mod support;
 
 use cmwq::Runtime;
-use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
-use std::alloc::System;
+use cmwq_testkit::allocations;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use support::wait_for;
 
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+cmwq_testkit::count_allocations!();
 
 /// The tests of this binary take turns: the allocation count is process-wide.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn allocations() -> usize {
-    let s = GLOBAL.stats();
-    s.allocations + s.reallocations
-}
 
 /// Spawns one closure that captures one `Arc` and waits until it ran, `n` times.
 fn ping(wq: &cmwq::Workqueue, ran: &Arc<AtomicUsize>, n: usize) {
