@@ -68,22 +68,46 @@ fn r01_no_rescuer_without_mem_reclaim() {
     wait_for("B's item once creation works", || log.len() == 1);
 }
 
-/// R2: creation that succeeds within 10 ms sends no mayday; the timer is deleted.
+/// R2: creation that succeeds within 10 ms sends no mayday; the timer is deleted. The manager
+/// arms the mayday timer when it starts creating and must delete it once done: a timer left
+/// armed sends no mayday when it fires while the pool needs nothing, so only the timer's state
+/// shows the deletion (the mayday count alone would pass without it).
 #[test]
 fn r02_no_mayday_if_creation_is_quick() {
     let clock = ManualClock::new();
-    let rt = Runtime::builder().cpus(1).clock(&clock).build();
+    let slow = Arc::new(SlowSpawner::default());
+    let rt = Runtime::builder().cpus(1).clock(&clock).spawner(slow.clone()).build();
     let a = rt.workqueue("A").mem_reclaim().build().unwrap();
     let gate = Latch::new();
+    // Whatever happens, the spawner lets go and the item ends when the test does.
+    let (sl, g) = (slow.clone(), gate.clone());
+    let _release = support::OnDrop(move || {
+        sl.set_blocking(false);
+        g.open();
+    });
+    // The pool's only worker takes the item, finds no idle worker in reserve and becomes the
+    // manager; its creation of the reserve is held until the test has seen the timer armed.
+    slow.set_blocking(true);
     let g = gate.clone();
     a.queue_on(0, &Work::new(move |_| cmwq::blocking(|| g.wait())));
+    wait_for("a manager creating the reserve, its mayday timer armed", || {
+        let p = cpu_pool(&rt, 0);
+        p.manager_active && p.mayday_timer_armed
+    });
+    // Creation completes with the clock unmoved: well within MAYDAY_INITIAL_TIMEOUT.
+    slow.set_blocking(false);
     wait_for("the item to block with a reserve idle", || {
         let p = cpu_pool(&rt, 0);
         a.stats().started == 1 && p.nr_idle == 1 && !p.manager_active
     });
+    // The manager deletes the timer before it stops being the manager (under the same lock).
+    assert!(!cpu_pool(&rt, 0).mayday_timer_armed, "the manager is done and its mayday timer is still armed");
+    // Past the initial timeout and a few intervals: no mayday, and the timer stays deleted.
     clock.advance(Duration::from_millis(500));
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(a.stats().mayday, 0);
+    let p = cpu_pool(&rt, 0);
+    assert!(!p.mayday_timer_armed && !p.manager_active && p.nr_idle == 1, "{p:?}");
     gate.open();
 }
 
