@@ -5,7 +5,7 @@
 
 mod support;
 
-use cmwq::{ManualClock, Runtime, Work};
+use cmwq::{ManualClock, Runtime};
 use cmwq_testkit::burn_cpu;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -188,14 +188,6 @@ fn kernel_doc_example_overlaps_sleep_with_work() {
     let at = |tag| ev.iter().position(|e| *e == tag).unwrap();
     assert!(at("w1 start") < at("w0 end") && at("w2 start") < at("w0 end"), "no overlap: {ev:?}");
     assert!(wq.stats().cm_wakeup >= 2, "{:?}", wq.stats());
-}
-
-#[test]
-fn work_handles_are_cheap_and_named() {
-    let w = Work::new(|_| {});
-    let w2 = w.clone();
-    assert!(w.ptr_eq(&w2));
-    assert!(format!("{w:?}").contains("Work"));
 }
 
 /// CPU time is sampled on the monitor's tick, like the kernel's: items shorter than a tick are
