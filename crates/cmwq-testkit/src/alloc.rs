@@ -5,8 +5,15 @@
 /// is written in (at the top level of a test file), so that [`allocations`] counts. The count
 /// is process-wide: a test binary that uses it runs nothing else alongside its measurements.
 ///
-/// ```ignore
+/// ```
 /// cmwq_testkit::count_allocations!();
+///
+/// fn main() {
+///     let before = cmwq_testkit::allocations();
+///     let v = std::hint::black_box(vec![1u8; 100]);
+///     assert_eq!(cmwq_testkit::allocations(), before + 1);
+///     drop(v);
+/// }
 /// ```
 #[macro_export]
 macro_rules! count_allocations {
