@@ -5,7 +5,6 @@
 //! `cargo run --release -p cmwq-bench --example b4probe`
 use cmwq::{Runtime, Work};
 use cmwq_bench::measure::{burn_cpu, threads_cpu_time, Latch};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn env(name: &str, default: u64) -> u64 {
@@ -19,7 +18,7 @@ fn main() {
     for _ in 0..env("RUNS", 3) {
         let rt = Runtime::builder().cpus(2).pin_workers(pin).cm_tick(tick, min_tick).build();
         let wq = rt.workqueue("b4").build().unwrap();
-        let left = Arc::new(Latch::new(200));
+        let left = Latch::counting(200);
         let t0 = Instant::now();
         for i in 0..200 {
             let l = left.clone();

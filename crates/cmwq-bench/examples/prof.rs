@@ -9,8 +9,7 @@
 //! pool's (workers, idle, running, manager active) and the producer's CPU: how the backlog
 //! moves between the CPUs' pools (docs/design.md §1.1, "Who drains").
 use cmwq::Runtime;
-use cmwq_bench::measure::Latch;
-use std::sync::Arc;
+use cmwq_bench::measure::{thread_cpu_time, Latch};
 use std::time::{Duration, Instant};
 fn main() {
     let which = std::env::args().nth(1).unwrap_or("b9".into());
@@ -31,8 +30,8 @@ fn main() {
         if frozen {
             rt.freeze();
         }
-        let left = Arc::new(Latch::new(n));
-        let cpu0 = thread_cpu();
+        let left = Latch::counting(n);
+        let cpu0 = thread_cpu_time();
         let t0 = Instant::now();
         let trace = std::env::var("TRACE").is_ok();
         for i in 0..n {
@@ -59,7 +58,7 @@ fn main() {
             eprintln!();
         }
         let tq = t0.elapsed();
-        let qcpu = thread_cpu() - cpu0;
+        let qcpu = thread_cpu_time() - cpu0;
         let t1 = Instant::now();
         if frozen {
             rt.thaw();
@@ -76,10 +75,4 @@ fn main() {
             qcpu
         );
     }
-}
-
-/// The calling thread's CPU time.
-fn thread_cpu() -> Duration {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
-    Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
 }

@@ -26,7 +26,6 @@ use crate::Report;
 use cmwq::{Runtime, Work};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Items per throughput run.
@@ -79,7 +78,7 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
 /// Items per second of one run of `ITEMS` tiny closures on a fresh pool of `sys`.
 fn throughput(sys: &str, ncpu: usize, kind: CmwqKind) -> Result<f64, String> {
     let pool = Pool::new(sys, ncpu, kind)?;
-    let latch = Arc::new(Latch::new(ITEMS));
+    let latch = Latch::counting(ITEMS);
     let t0 = Instant::now();
     let deadline = t0 + DEADLINE;
     for i in 0..ITEMS {
@@ -114,7 +113,7 @@ fn rmw_floor() -> f64 {
 fn pending_path(ncpu: usize, r: &mut Report) -> Result<f64, String> {
     let rt = Runtime::builder().cpus(ncpu).build();
     let wq = rt.workqueue("b1-pending").ordered().build().map_err(|e| format!("cmwq: {e}"))?;
-    let gate = Arc::new(Latch::new(1));
+    let gate = Latch::new();
     let g = gate.clone();
     let blocker = Work::new(move |_| {
         g.wait_until(Instant::now() + BLOCKER_TIMEOUT);

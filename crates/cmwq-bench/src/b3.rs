@@ -40,7 +40,7 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
     for &sys in SYSTEMS {
         let sampler = ThreadSampler::start();
         let pool = Pool::new(sys, r.ncpu, CmwqKind::Unbound { max_active: MAX_ACTIVE })?;
-        let latch = Arc::new(Latch::new(ITEMS));
+        let latch = Latch::counting(ITEMS);
         let t0 = Instant::now();
         for _ in 0..ITEMS {
             let l = latch.clone();
@@ -86,7 +86,7 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
 /// instruction; they then exit together.
 fn thread_start_ms(n: usize) -> Result<f64, String> {
     let started = Arc::new(AtomicUsize::new(0));
-    let exit = Arc::new(Latch::new(1));
+    let exit = Latch::new();
     let t0 = Instant::now();
     let deadline = t0 + DEADLINE;
     let mut handles = Vec::with_capacity(n);

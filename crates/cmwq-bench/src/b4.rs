@@ -19,7 +19,6 @@
 use crate::measure::{burn_cpu, threads_cpu_time, Latch, ThreadSampler, Usage};
 use crate::peers::{CmwqKind, Pool, SYSTEMS};
 use crate::Report;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -36,7 +35,7 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
     for &sys in SYSTEMS {
         let sampler = ThreadSampler::start();
         let pool = Pool::new(sys, ncpu, CmwqKind::PerCpuSpread)?;
-        let latch = Arc::new(Latch::new(ITEMS));
+        let latch = Latch::counting(ITEMS);
         let u0 = Usage::now();
         let t0 = Instant::now();
         for _ in 0..ITEMS {

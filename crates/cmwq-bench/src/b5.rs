@@ -41,7 +41,7 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
 /// Runs one chain on `pool`; returns whether it completed in time, and the time taken.
 fn chain(pool: &Pool) -> (bool, f64) {
     // finished[k] opens when item k has finished.
-    let finished: Arc<Vec<Latch>> = Arc::new((0..CHAIN).map(|_| Latch::new(1)).collect());
+    let finished: Arc<Vec<Latch>> = Arc::new((0..CHAIN).map(|_| Latch::new()).collect());
     let gave_up = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
     let give_up_at = t0 + DEADLINE + GIVE_UP_AFTER;

@@ -92,8 +92,8 @@ fn peer(sys: &str, n: usize) -> Result<Pool, String> {
 /// signallers. Returns whether every waiter finished in time, and the time taken.
 fn chain(submit: &dyn Fn(Box<dyn FnOnce() + Send>)) -> (bool, f64) {
     // signalled[i] opens when signaller i has run; finished counts waiters done.
-    let signalled: Arc<Vec<Latch>> = Arc::new((0..CHAIN).map(|_| Latch::new(1)).collect());
-    let finished = Arc::new(Latch::new(CHAIN));
+    let signalled: Arc<Vec<Latch>> = Arc::new((0..CHAIN).map(|_| Latch::new()).collect());
+    let finished = Latch::counting(CHAIN);
     let gave_up = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
     let give_up_at = t0 + DEADLINE + GIVE_UP_AFTER;

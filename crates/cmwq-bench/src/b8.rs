@@ -105,7 +105,7 @@ impl Shared {
                 rng.range(0, 2 * RACE_US) as i64 - RACE_US as i64
             });
         }
-        Shared { items, kept: Latch::new(ITEMS - CANCELLED), running_at_return: AtomicU64::new(0) }
+        Shared { items, kept: Latch::counting(ITEMS - CANCELLED), running_at_return: AtomicU64::new(0) }
     }
 
     /// Records the due instant of item `i`, just before it is queued.

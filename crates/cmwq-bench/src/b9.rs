@@ -53,7 +53,7 @@ fn one_run(sys: &str, ncpu: usize) -> Result<(f64, bool), String> {
     let o: &'static Order = Box::leak(Box::new(Order {
         next: AtomicU64::new(0),
         out_of_order: AtomicU64::new(0),
-        left: Latch::new(ITEMS as usize),
+        left: Latch::counting(ITEMS as usize),
     }));
     let submit_all = |submit: &mut dyn FnMut(u64)| -> (f64, bool) {
         let t0 = Instant::now();

@@ -220,7 +220,6 @@ impl CmwqPool {
 mod tests {
     use super::*;
     use crate::measure::Latch;
-    use std::sync::Arc;
     use std::time::Instant;
 
     #[test]
@@ -231,7 +230,7 @@ mod tests {
             for name in SYSTEMS {
                 let pool = Pool::new(name, 2, kind).unwrap();
                 assert_eq!(pool.name(), *name);
-                let latch = Arc::new(Latch::new(100));
+                let latch = Latch::counting(100);
                 for _ in 0..100 {
                     let l = latch.clone();
                     pool.spawn(move || l.count_down());

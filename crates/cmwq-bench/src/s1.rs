@@ -70,10 +70,10 @@ fn head_of_line(algo: RescuerAlgorithm) -> Result<Outcome, String> {
     let rt = Runtime::builder().cpus(1).spawner(sp.clone()).create_cooldown(COOLDOWN).rescuer_algorithm(algo).build();
     let blk = rt.workqueue("s1-blocker").build().map_err(|e| format!("cmwq: {e}"))?;
     let wq = rt.workqueue("s1").mem_reclaim().build().map_err(|e| format!("cmwq: {e}"))?;
-    let pool0 = || rt.pools().into_iter().find(|p| p.cpu == Some(0) && !p.highpri).expect("CPU 0's pool");
+    let pool0 = || cmwq_testkit::cpu_pool(&rt, 0);
 
     // The boot worker blocks in the blocker until the end; the pool creates its reserve.
-    let release = Arc::new(Latch::new(1));
+    let release = Latch::new();
     let give_up_at = Instant::now() + 4 * TIMEOUT;
     let rel = release.clone();
     assert!(blk.queue_on(
@@ -97,7 +97,7 @@ fn head_of_line(algo: RescuerAlgorithm) -> Result<Outcome, String> {
             thread::sleep(LONG);
         })
     ));
-    let done = Arc::new(Latch::new(SHORT));
+    let done = Latch::counting(SHORT);
     let last_done: Arc<Mutex<Option<Instant>>> = Arc::default();
     let by_rescuer = Arc::new(AtomicUsize::new(0));
     for _ in 0..SHORT {

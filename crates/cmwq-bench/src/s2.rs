@@ -98,13 +98,14 @@ fn scan(algo: RescuerAlgorithm, m: usize) -> Result<Outcome, String> {
         .map(|i| wq(&rt, format!("s2-plain{i}"), false))
         .collect::<Result<_, _>>()?;
     let pool0_quiet = || {
-        rt.pools().into_iter().find(|p| p.cpu == Some(0) && !p.highpri).map(|p| (p.nr_workers, p.nr_idle, p.nr_running))
+        let p = cmwq_testkit::cpu_pool(&rt, 0);
+        (p.nr_workers, p.nr_idle, p.nr_running)
     };
 
     // The boot worker spins in the blocker (counting as running) while the worklist is built,
     // then blocks until the end; the pool creates its idle reserve first.
     let (spinning, go) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    let release = Arc::new(Latch::new(1));
+    let release = Latch::new();
     let give_up_at = Instant::now() + 4 * TIMEOUT;
     let (s, g, rel) = (spinning.clone(), go.clone(), release.clone());
     assert!(blk.queue_on(
@@ -118,10 +119,10 @@ fn scan(algo: RescuerAlgorithm, m: usize) -> Result<Outcome, String> {
         })
     ));
     wait_for("a spinning worker and an idle reserve", || {
-        spinning.load(Ordering::SeqCst) && pool0_quiet() == Some((2, 1, 1))
+        spinning.load(Ordering::SeqCst) && pool0_quiet() == (2, 1, 1)
     })?;
 
-    let rescued_done = Arc::new(Latch::new(k));
+    let rescued_done = Latch::counting(k);
     let last_rescued: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     let (mut nk, mut no) = (0, 0);
     for i in 0..m {

@@ -5,7 +5,8 @@
 
 mod support;
 
-use cmwq::{ManualClock, Runtime, Work};
+use cmwq::{ManualClock, Runtime};
+use cmwq_testkit::burn_cpu;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -187,26 +188,6 @@ fn kernel_doc_example_overlaps_sleep_with_work() {
     let at = |tag| ev.iter().position(|e| *e == tag).unwrap();
     assert!(at("w1 start") < at("w0 end") && at("w2 start") < at("w0 end"), "no overlap: {ev:?}");
     assert!(wq.stats().cm_wakeup >= 2, "{:?}", wq.stats());
-}
-
-#[test]
-fn work_handles_are_cheap_and_named() {
-    let w = Work::new(|_| {});
-    let w2 = w.clone();
-    assert!(w.ptr_eq(&w2));
-    assert!(format!("{w:?}").contains("Work"));
-}
-
-/// Burns `d` of this thread's CPU time (not wall time, so preemption does not shorten it).
-fn burn_cpu(d: Duration) {
-    let now = || {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-    };
-    let start = now();
-    while now() - start < d {
-        std::hint::spin_loop();
-    }
 }
 
 /// CPU time is sampled on the monitor's tick, like the kernel's: items shorter than a tick are

@@ -545,7 +545,6 @@ fn shutdown_joins_a_worker_created_while_it_ran() {
     let spawner = Arc::new(GateSpawner::default());
     let rt = Runtime::builder().cpus(1).clock(&clock).spawner(spawner.clone()).build();
     let wq = rt.workqueue("reclaim").mem_reclaim().build().unwrap();
-    let pool = |rt: &Runtime| rt.pools().into_iter().find(|p| p.cpu == Some(0) && !p.highpri).unwrap();
     // The pool's only worker becomes manager for the item and blocks creating its reserve;
     // the rescuer runs the item, so the workqueue can be destroyed without waiting for it.
     spawner.block.store(true, Ordering::SeqCst);
@@ -557,7 +556,7 @@ fn shutdown_joins_a_worker_created_while_it_ran() {
             r.fetch_add(1, Ordering::SeqCst);
         })
     ));
-    support::wait_for("a manager inside spawn", || pool(&rt).manager_active);
+    support::wait_for("a manager inside spawn", || cmwq_testkit::cpu_pool(&rt, 0).manager_active);
     clock.advance(cmwq::MAYDAY_INITIAL_TIMEOUT);
     support::wait_for("the item, rescued", || ran.load(Ordering::SeqCst) == 1);
     let dropper = std::thread::spawn(move || drop((wq, rt)));

@@ -6,14 +6,11 @@
 mod support;
 
 use cmwq::{FailMode, FailingSpawner, ManualClock, Runtime, Work};
+use cmwq_testkit::{count_threads, unbound_pool};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::{wait_for, Latch};
-
-fn unbound_pool(rt: &Runtime) -> cmwq::PoolInfo {
-    rt.pools().into_iter().find(|p| p.cpu.is_none()).expect("an unbound pool")
-}
 
 /// A failed creation neither panics nor loses work: the items stay queued, the manager retries
 /// only after the cooldown (read on the runtime's clock), and everything runs once creation
@@ -83,13 +80,15 @@ fn pool_without_workers_retries_on_the_clock() {
 }
 
 /// Idle workers beyond the kernel's ratio are culled after the idle timeout, not before; two
-/// idle workers are always kept.
+/// idle workers are always kept, and the culled workers' threads exit. The idle-cull timer is
+/// armed while the pool keeps too many idle workers, and disarmed once it no longer does.
 #[test]
 fn idle_workers_are_culled_after_timeout_keeping_the_ratio() {
     let clock = ManualClock::new();
     let rt = Runtime::builder().cpus(1).clock(&clock).idle_timeout(Duration::from_secs(300)).build();
     let wq = rt.workqueue("burst").unbound().max_active(8).build().unwrap();
     let gate = Latch::new();
+    let _open = gate.opener();
     let started = Arc::new(AtomicUsize::new(0));
     for _ in 0..8 {
         let (g, s) = (gate.clone(), started.clone());
@@ -101,16 +100,27 @@ fn idle_workers_are_culled_after_timeout_keeping_the_ratio() {
     wait_for("8 concurrent items", || started.load(Ordering::SeqCst) == 8);
     let peak = unbound_pool(&rt).nr_workers;
     assert!(peak >= 9, "8 blocked items and a reserve worker, got {peak}");
+    // This pool's workers, by their thread names (`kworker/u<pool>:<worker>`; pool ids are
+    // unique in the process, so other tests' runtimes do not count). A thread is named once it
+    // runs, which may be a moment after the pool counts its worker.
+    let threads = format!("kworker/u{}:", unbound_pool(&rt).id);
+    wait_for("every worker thread in /proc", || count_threads(&threads) == peak);
     gate.open();
     wait_for("idle", || unbound_pool(&rt).nr_idle == peak);
+    assert!(unbound_pool(&rt).idle_timer_armed, "{} idle workers and no idle-cull timer", peak);
     clock.advance(Duration::from_secs(299));
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(unbound_pool(&rt).nr_workers, peak, "culled before the idle timeout");
+    let p = unbound_pool(&rt);
+    assert_eq!(p.nr_workers, peak, "culled before the idle timeout");
+    assert!(p.idle_timer_armed, "the idle-cull timer went away before the idle timeout");
+    assert_eq!(count_threads(&threads), peak, "a worker thread exited before the idle timeout");
     clock.advance(Duration::from_secs(2));
     wait_for("culling down to two idle workers", || unbound_pool(&rt).nr_workers == 2);
-    // The culled threads really exit.
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(unbound_pool(&rt).nr_workers, 2);
+    // The pool forgets a culled worker when it tells it to exit; its thread exits after that.
+    wait_for("the culled workers' threads to exit", || count_threads(&threads) == 2);
+    let p = unbound_pool(&rt);
+    assert_eq!((p.nr_workers, p.nr_idle), (2, 2), "{p:?}");
+    assert!(!p.idle_timer_armed, "the idle-cull timer still armed with only two idle workers: {p:?}");
 }
 
 /// Dropping the runtime joins every thread it created (no leaked threads).

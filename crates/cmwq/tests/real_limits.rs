@@ -110,7 +110,7 @@ fn child() {
     // thread's signal stack as it starts) before the cap, or a late starter dies of it.
     settle_threads();
     // From now on no thread can be created.
-    let threads = thread_count();
+    let threads = cmwq_testkit::thread_count();
     match cap {
         Cap::Nproc => {
             let n = threads as u64;
@@ -182,16 +182,10 @@ fn run_chain(waiters: &Workqueue, signallers: &Workqueue, stuck_after: Duration)
 /// Waits until every other thread of the process is asleep (state S), i.e. has started and
 /// parked.
 fn settle_threads() {
-    let me = rustix::thread::gettid().as_raw_nonzero().get().to_string();
+    let me = rustix::thread::gettid().as_raw_nonzero().get() as u32;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let all_asleep = std::fs::read_dir("/proc/self/task").unwrap().flatten().all(|t| {
-            t.file_name().to_string_lossy() == me
-                || std::fs::read_to_string(t.path().join("stat"))
-                    .ok()
-                    .and_then(|st| st.rfind(')').map(|p| st[p + 2..].starts_with('S')))
-                    .unwrap_or(true)
-        });
+        let all_asleep = cmwq_testkit::tasks().iter().all(|t| t.tid() == me || t.state().is_none_or(|s| s == 'S'));
         if all_asleep || Instant::now() > deadline {
             return;
         }
@@ -199,13 +193,6 @@ fn settle_threads() {
     }
 }
 
-fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
-}
-
 fn vm_size_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
-    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb * 1024
+    cmwq_testkit::status_field("VmSize").expect("VmSize in /proc/self/status") * 1024
 }

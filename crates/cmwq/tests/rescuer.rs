@@ -12,6 +12,7 @@
 mod support;
 
 use cmwq::{FailMode, FailingSpawner, ManualClock, PoolInfo, RescuerAlgorithm, Runtime, Work};
+use cmwq_testkit::{cpu_pool, thread_exists};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,22 +68,46 @@ fn r01_no_rescuer_without_mem_reclaim() {
     wait_for("B's item once creation works", || log.len() == 1);
 }
 
-/// R2: creation that succeeds within 10 ms sends no mayday; the timer is deleted.
+/// R2: creation that succeeds within 10 ms sends no mayday; the timer is deleted. The manager
+/// arms the mayday timer when it starts creating and must delete it once done: a timer left
+/// armed sends no mayday when it fires while the pool needs nothing, so only the timer's state
+/// shows the deletion (the mayday count alone would pass without it).
 #[test]
 fn r02_no_mayday_if_creation_is_quick() {
     let clock = ManualClock::new();
-    let rt = Runtime::builder().cpus(1).clock(&clock).build();
+    let slow = Arc::new(SlowSpawner::default());
+    let rt = Runtime::builder().cpus(1).clock(&clock).spawner(slow.clone()).build();
     let a = rt.workqueue("A").mem_reclaim().build().unwrap();
     let gate = Latch::new();
+    // Whatever happens, the spawner lets go and the item ends when the test does.
+    let (sl, g) = (slow.clone(), gate.clone());
+    let _release = support::OnDrop(move || {
+        sl.set_blocking(false);
+        g.open();
+    });
+    // The pool's only worker takes the item, finds no idle worker in reserve and becomes the
+    // manager; its creation of the reserve is held until the test has seen the timer armed.
+    slow.set_blocking(true);
     let g = gate.clone();
     a.queue_on(0, &Work::new(move |_| cmwq::blocking(|| g.wait())));
+    wait_for("a manager creating the reserve, its mayday timer armed", || {
+        let p = cpu_pool(&rt, 0);
+        p.manager_active && p.mayday_timer_armed
+    });
+    // Creation completes with the clock unmoved: well within MAYDAY_INITIAL_TIMEOUT.
+    slow.set_blocking(false);
     wait_for("the item to block with a reserve idle", || {
-        let p = rt.pools().into_iter().find(|p| p.cpu == Some(0) && !p.highpri).unwrap();
+        let p = cpu_pool(&rt, 0);
         a.stats().started == 1 && p.nr_idle == 1 && !p.manager_active
     });
+    // The manager deletes the timer before it stops being the manager (under the same lock).
+    assert!(!cpu_pool(&rt, 0).mayday_timer_armed, "the manager is done and its mayday timer is still armed");
+    // Past the initial timeout and a few intervals: no mayday, and the timer stays deleted.
     clock.advance(Duration::from_millis(500));
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(a.stats().mayday, 0);
+    let p = cpu_pool(&rt, 0);
+    assert!(!p.mayday_timer_armed && !p.manager_active && p.nr_idle == 1, "{p:?}");
     gate.open();
 }
 
@@ -483,7 +508,7 @@ fn r12_extra_work_while_the_manager_struggles() {
     let rt = Arc::new(Runtime::builder().cpus(1).clock(&clock).spawner(slow.clone()).build());
     let pool = {
         let rt = rt.clone();
-        move || rt.pools().into_iter().find(|p| p.cpu == Some(0) && !p.highpri).unwrap()
+        move || cpu_pool(&rt, 0)
     };
     let b = rt.workqueue("B").build().unwrap();
     let a = rt.workqueue("A").mem_reclaim().build().unwrap();
@@ -563,7 +588,7 @@ fn r13_inactive_items_are_not_rescued() {
     let fail = Arc::new(AtomicBool::new(false));
     let spawner = FailingSpawner::new(FailMode::While(fail.clone()));
     let rt = Runtime::builder().cpus(1).clock(&clock).spawner(spawner.clone()).build();
-    let pool = || rt.pools().into_iter().find(|p| p.cpu == Some(0) && !p.highpri).unwrap();
+    let pool = || cpu_pool(&rt, 0);
     let a = rt.workqueue("A").mem_reclaim().max_active(1).build().unwrap();
     let b = rt.workqueue("B").build().unwrap();
     let c = rt.workqueue("C").mem_reclaim().build().unwrap();
@@ -649,14 +674,6 @@ fn r16_destroy_with_stale_maydays() {
     assert_eq!(s.spawner.live_of(cmwq::ThreadKind::Rescuer), 0, "destroy returned with the rescuer still alive");
     wait_for("the rescuer's task to leave /proc", || !thread_exists("kworker/R-A16"));
     s.finish();
-}
-
-/// Whether a thread of this process has this name.
-fn thread_exists(name: &str) -> bool {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .any(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name))
 }
 
 /// R17: an item requeued while the rescuer runs it is punted to the rescuer and runs after the

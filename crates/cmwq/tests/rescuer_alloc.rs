@@ -8,24 +8,17 @@
 mod support;
 
 use cmwq::{RescuerAlgorithm, Work};
-use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
-use std::alloc::System;
+use cmwq_testkit::allocations;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use support::stuck::{Stuck, TICK};
 use support::{wait_for, Latch};
 
-/// Counts allocations (stats_alloc, so this test needs no allocator code of its own). The count is process-wide, so the
-/// test keeps every other thread quiet while the rescuer runs: the test thread waits on a
-/// latch (no allocation), the workers are blocked or waiting out a cooldown on the manual
-/// clock, and the monitor and timer threads sleep (the clock does not move).
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-fn allocations() -> u64 {
-    let s = GLOBAL.stats();
-    (s.allocations + s.reallocations) as u64
-}
+// Counts allocations. The count is process-wide, so the test keeps every other thread quiet
+// while the rescuer runs: the test thread waits on a latch (no allocation), the workers are
+// blocked or waiting out a cooldown on the manual clock, and the monitor and timer threads
+// sleep (the clock does not move).
+cmwq_testkit::count_allocations!();
 
 const N: usize = 30;
 

@@ -18,7 +18,7 @@ use cmwq::{DelayedWork, Runtime, Work, Workqueue};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{seed, Concurrency, Ledger, Rng};
+use support::{seed, Concurrency, Ledger, SplitMix64};
 
 /// Plain items; the delayed ones follow them in the ledger.
 const PLAIN: usize = 96;
@@ -86,7 +86,7 @@ fn build(rt: &Runtime, seed: u64) -> Setup {
     ];
     let conc: Vec<Arc<Concurrency>> = wqs.iter().map(|_| Arc::new(Concurrency::default())).collect();
     let ledger = Ledger::new(PLAIN + DELAYED);
-    let mut rng = Rng::new(seed ^ 0xabcdef);
+    let mut rng = SplitMix64::new(seed ^ 0xabcdef);
     let mut items = Vec::new();
     for id in 0..PLAIN + DELAYED {
         let delayed = id >= PLAIN;
@@ -150,7 +150,7 @@ fn progress(s: &Setup) -> u64 {
 }
 
 /// One random operation by a producer.
-fn step(s: &Setup, rng: &mut Rng, cpus: usize) {
+fn step(s: &Setup, rng: &mut SplitMix64, cpus: usize) {
     let l = &s.ledger;
     let id = rng.below(s.items.len() as u64) as usize;
     let (q, item) = &s.items[id];
@@ -259,7 +259,7 @@ fn run_stress(cpus: usize, producers: usize) {
         .map(|t| {
             let (s, stop, ops) = (s.clone(), stop.clone(), ops.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng::new(seed ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut rng = SplitMix64::new(seed ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 while !stop.load(Ordering::Relaxed) {
                     step(&s, &mut rng, cpus);
                     ops.fetch_add(1, Ordering::Relaxed);

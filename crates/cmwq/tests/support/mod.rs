@@ -1,31 +1,19 @@
-//! Shared test support: deadlines, latches, a seeded RNG, per-item ledgers.
-#![allow(dead_code, clippy::disallowed_methods, clippy::disallowed_types)]
+//! Shared test support: deadline joins and watchdogs, per-item ledgers, a counting spawner,
+//! the stuck-pool setup and the warning log. What the benchmarks use too (deadlines and
+//! polling waits, the latch, the seeded generator, CPU burners, `/proc/self/task`, pool
+//! finders, allocation counting) is in the `cmwq-testkit` crate; the first few are
+//! re-exported here, so that every test names them `support::...`.
+#![allow(dead_code, unused_imports, clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod stuck;
 pub mod warnings;
 
+pub use cmwq_testkit::{wait_for, wait_for_within, Latch, OpenOnDrop, SplitMix64, DEADLINE};
+
 use cmwq::{Work, Workqueue};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
-
-/// Every wait in the tests has this deadline: a hang fails instead of blocking CI.
-pub const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Polls `f` every 200 us until it holds; panics with `what` after [`DEADLINE`].
-#[track_caller]
-pub fn wait_for(what: &str, f: impl Fn() -> bool) {
-    wait_for_within(what, DEADLINE, f)
-}
-
-#[track_caller]
-pub fn wait_for_within(what: &str, within: Duration, f: impl Fn() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < within, "timed out after {within:?} waiting for {what}");
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Joins `h`, panicking with `what` if the thread has not finished within [`DEADLINE`]; a
 /// panic in the thread is re-raised here, prefixed with `what`. Every join in the tests goes
@@ -98,61 +86,6 @@ pub fn bounded<T>(what: &str, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// A one-shot gate: `wait` blocks (in a condvar, state S) until `open`.
-#[derive(Default, Clone)]
-pub struct Latch(Arc<(Mutex<bool>, Condvar)>);
-
-impl Latch {
-    pub fn new() -> Latch {
-        Latch::default()
-    }
-    pub fn open(&self) {
-        *self.lock() = true;
-        self.0 .1.notify_all();
-    }
-    pub fn is_open(&self) -> bool {
-        *self.lock()
-    }
-    /// The flag, never poisoned: `wait` panics only after releasing it, and a panic elsewhere
-    /// must not turn every later `open` (often in a destructor, during unwinding) into a
-    /// second panic that aborts the process.
-    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
-        self.0 .0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-    /// A guard that opens the latch when dropped: a test that fails halfway must not leave
-    /// items blocked on its latches, or its runtime's drop waits for them (and they panic
-    /// "latch never opened" a deadline later, long after the real failure).
-    pub fn opener(&self) -> OpenOnDrop {
-        OpenOnDrop(self.clone())
-    }
-    /// Waits until open; panics after the deadline so a hung item fails the test.
-    pub fn wait(&self) {
-        let t = Instant::now();
-        let mut g = self.lock();
-        while !*g {
-            if t.elapsed() >= DEADLINE {
-                drop(g);
-                panic!("latch never opened");
-            }
-            g = self
-                .0
-                 .1
-                .wait_timeout(g, Duration::from_millis(50))
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-    }
-}
-
-/// Opens its latch when dropped (see [`Latch::opener`]).
-pub struct OpenOnDrop(Latch);
-
-impl Drop for OpenOnDrop {
-    fn drop(&mut self) {
-        self.0.open();
-    }
-}
-
 /// Runs a closure when dropped: clean-up that must happen also when the test fails halfway
 /// (releasing what items block on, so that the runtime's drop does not wait for them).
 pub struct OnDrop<F: FnMut()>(pub F);
@@ -160,24 +93,6 @@ pub struct OnDrop<F: FnMut()>(pub F);
 impl<F: FnMut()> Drop for OnDrop<F> {
     fn drop(&mut self) {
         (self.0)();
-    }
-}
-
-/// xorshift64*: a small seeded generator so failures can be replayed from the printed seed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

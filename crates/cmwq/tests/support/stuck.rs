@@ -56,7 +56,7 @@ impl Stuck {
     }
 
     pub fn pool(&self, cpu: usize) -> PoolInfo {
-        self.rt.pools().into_iter().find(|p| p.cpu == Some(cpu) && !p.highpri).unwrap()
+        cmwq_testkit::cpu_pool(&self.rt, cpu)
     }
 
     pub fn a(&self, name: &str) -> Workqueue {
