@@ -24,7 +24,6 @@
 //! only the `blocking` hint manages concurrency.
 
 use crate::clock::{Clock, Sleeper};
-use crate::env::Config;
 use crate::pool::{Sleeping, WorkerPool};
 use crate::sync::{Arc, AtomicU8, Mutex, Ordering};
 use crate::sys::ThreadProbe;
@@ -45,6 +44,18 @@ const QUIET_TICKS: u32 = 4;
 const FAST_TICK_CAP: u32 = 5;
 /// The idle poll interval, in ticks.
 const IDLE_POLL_TICKS: u32 = 10;
+
+/// The knobs the monitor reads (from the runtime's config; `RuntimeBuilder::cm_tick`,
+/// `cpu_intensive_thresh`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Knobs {
+    /// The tick while workers are busy (`CM_TICK`).
+    pub(crate) cm_tick: Duration,
+    /// The fastest tick while items wait behind running workers (`CM_MIN_TICK`).
+    pub(crate) cm_min_tick: Duration,
+    /// CPU time after which an item is marked CPU-intensive; zero disables.
+    pub(crate) cpu_intensive_thresh: Duration,
+}
 
 /// The monitor's shared state.
 #[derive(Debug)]
@@ -102,7 +113,7 @@ impl Monitor {
     }
 
     /// The monitor thread's body.
-    pub(crate) fn run(&self, clock: &Clock, cfg: &Config) {
+    pub(crate) fn run(&self, clock: &Clock, cfg: &Knobs) {
         let mut fast = cfg.cm_min_tick;
         let mut quiet = 0u32;
         let mut idle_polls = 0u32;
@@ -239,7 +250,7 @@ pub(crate) struct ScanBuf {
 /// concurrency transitions (`worker_sleeping`, `worker_running`, `worker_hogged`). A `full`
 /// tick (every `cm_tick`) samples every busy worker for CPU time and hogs; a fast tick only
 /// looks at the counted and sleeping workers of a per-CPU pool where items wait.
-fn scan_pool(pool: &Arc<WorkerPool>, cfg: &Config, full: bool, buf: &mut ScanBuf, scan: &mut Scan) {
+fn scan_pool(pool: &Arc<WorkerPool>, cfg: &Knobs, full: bool, buf: &mut ScanBuf, scan: &mut Scan) {
     let cm = pool.is_cm();
     buf.samples.clear();
     {

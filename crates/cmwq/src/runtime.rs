@@ -32,11 +32,6 @@ use std::time::Duration;
 /// boot-time workers, so far larger counts only exhaust threads and memory.
 pub const MAX_CPUS: usize = 8192;
 
-/// At most this many pools of one runtime report their first failed worker creation on
-/// stderr (cmwq's choice): with thousands of pools failing at once, one line each would
-/// flood it.
-pub(crate) const MAX_CREATE_FAILURE_REPORTS: u32 = 4;
-
 /// Cull idle workers after 300 s (`IDLE_WORKER_TIMEOUT`).
 pub const IDLE_WORKER_TIMEOUT: Duration = Duration::from_secs(300);
 /// Wait 1 s between failed worker creations (`CREATE_COOLDOWN`).
@@ -487,7 +482,14 @@ impl RuntimeBuilder {
                 // The monitor stands in for scheduler hooks: it must not starve behind the work
                 // it manages.
                 crate::sys::set_current_nice(crate::sys::HIGH_NICE);
-                e2.monitor.run(&e2.clock, &e2.config)
+                e2.monitor.run(
+                    &e2.clock,
+                    &crate::monitor::Knobs {
+                        cm_tick: e2.config.cm_tick,
+                        cm_min_tick: e2.config.cm_min_tick,
+                        cpu_intensive_thresh: e2.config.cpu_intensive_thresh,
+                    },
+                )
             }),
         )?;
         for p in &shared.cpu_pools {

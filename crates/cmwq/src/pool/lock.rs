@@ -142,7 +142,7 @@ impl PoolLocked {
     }
 
     /// Items wait, nobody runs, and nobody is idle (`need_to_create_worker`).
-    pub(crate) fn need_to_create_worker(&self) -> bool {
+    pub(super) fn need_to_create_worker(&self) -> bool {
         self.need_more_worker() && !self.may_start_working()
     }
 
@@ -234,12 +234,12 @@ impl WorkerPool {
 
 impl<'a> PoolGuard<'a> {
     /// The pool this guard locks.
-    pub(crate) fn pool(&self) -> &'a Arc<WorkerPool> {
+    pub(super) fn pool(&self) -> &'a Arc<WorkerPool> {
         self.pool
     }
 
     /// Wakes an idle worker if the pool needs one (`kick_pool`). Returns whether it woke one.
-    pub(crate) fn kick_pool(&mut self) -> bool {
+    pub(super) fn kick_pool(&mut self) -> bool {
         if !self.need_more_worker() {
             return false;
         }

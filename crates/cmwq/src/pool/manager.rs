@@ -15,11 +15,15 @@
 use super::worker::WorkerRec;
 use super::{flags, PoolGuard, PoolLocked, WorkerPool};
 use crate::clock::add_saturating;
-use crate::runtime::MAX_CREATE_FAILURE_REPORTS;
 use crate::spawn::{SpawnRequest, ThreadKind};
 use crate::sync::{Arc, Ordering, Parker};
 use std::io;
 use std::time::Instant;
+
+/// At most this many pools of one runtime report their first failed worker creation on
+/// stderr (cmwq's choice): with thousands of pools failing at once, one line each would
+/// flood it.
+const MAX_CREATE_FAILURE_REPORTS: u32 = 4;
 
 /// Creates one worker for `pool` and registers it as idle (`create_worker`). Returns whether
 /// more items then wait than workers are idle (for an unbound pool's batch creation).

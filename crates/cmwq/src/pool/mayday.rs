@@ -19,7 +19,7 @@ impl PoolGuard<'_> {
     /// Puts pwq `slot` on its workqueue's mayday list if it is not there yet, taking a
     /// reference and counting a mayday (`send_mayday`); the owner wakes its rescuer. Does
     /// nothing for a workqueue without a rescuer. Returns whether it was added.
-    pub(crate) fn send_mayday(&mut self, slot: u32) -> bool {
+    pub(super) fn send_mayday(&mut self, slot: u32) -> bool {
         let me = Pwq::new_handle(self.pool, slot);
         let pwq = &mut self.pwqs[slot as usize];
         if !pwq.owner.send_mayday(me) {

@@ -158,7 +158,7 @@ impl Pwq {
 /// The pool-locked state of one pwq. L: every field is guarded by the pool lock, private to
 /// the `pool` module.
 #[derive(Debug)]
-pub(crate) struct PwqLocked {
+pub(super) struct PwqLocked {
     /// I: the workqueue this pwq belongs to.
     pub(super) owner: Arc<dyn PwqOwner>,
     /// I: the workqueue is `cpu_intensive` (its items never count as running).

@@ -16,7 +16,7 @@ fn table() -> &'static crate::sync::global::Mutex<Vec<Weak<WorkerPool>>> {
 }
 
 /// Creates a pool with the next id and records it.
-pub(crate) fn register(make: impl FnOnce(u32) -> WorkerPool) -> Arc<WorkerPool> {
+pub(super) fn register(make: impl FnOnce(u32) -> WorkerPool) -> Arc<WorkerPool> {
     let mut t = table().lock();
     let id = u32::try_from(t.len()).expect("pool ids exhausted");
     assert!(id < crate::work::state::POOL_NONE, "pool ids exhausted");

@@ -115,7 +115,7 @@ crate::sync::thread_local! {
 }
 
 /// The name warnings give a closure run by `Workqueue::spawn` (it has no `Work`).
-pub(crate) const SPAWNED_NAME: &str = "a closure spawned by Workqueue::spawn";
+pub(super) const SPAWNED_NAME: &str = "a closure spawned by Workqueue::spawn";
 
 /// The pool and worker id of the calling thread, if it is a cmwq worker.
 pub(crate) fn current_worker() -> Option<(Arc<WorkerPool>, usize)> {
