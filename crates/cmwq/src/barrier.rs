@@ -1,5 +1,5 @@
 //! Flush barriers and `Work::flush` (the kernel's `wq_barrier`, `insert_wq_barrier`,
-//! `start_flush_work`; spec §3.4).
+//! `start_flush_work`; kernel-notes §3.4).
 //!
 //! To wait for the last instance of an item, a barrier entry is inserted right behind it:
 //! * if the item is queued (on the worklist, an inactive list, or a worker's scheduled list),

@@ -1,4 +1,4 @@
-//! Debug-build checks from the kernel (spec §3.4): `check_flush_dependency` warns when an item
+//! Debug-build checks from the kernel (kernel-notes §3.4): `check_flush_dependency` warns when an item
 //! of a `mem_reclaim` workqueue flushes a workqueue (or an item of one) without a rescuer: the
 //! flush could wait for a worker that can never be created, which breaks the forward-progress
 //! guarantee of the flushing workqueue. Like the kernel's `WARN_ONCE`, each pair of workqueues

@@ -1,5 +1,5 @@
 //! Flush colours: `Workqueue::flush` waits for every item queued before the call and not for
-//! items queued after it (the kernel's `__flush_workqueue`; spec §3.2, docs/design.md §8).
+//! items queued after it (the kernel's `__flush_workqueue`; kernel-notes §3.2, docs/design.md §8).
 //!
 //! Every queued item (and barrier) carries the colour its pwq had when it was queued; each pwq
 //! counts its in-flight entries per colour. A flush takes the workqueue's current colour as its

@@ -1,5 +1,5 @@
 //! The monitor: the userspace stand-in for the scheduler hooks (`wq_worker_sleeping`,
-//! `wq_worker_running`, `wq_worker_tick`; spec §4.3, DESIGN.md §3).
+//! `wq_worker_running`, `wq_worker_tick`; kernel-notes §4.3, DESIGN.md §3).
 //!
 //! One thread per runtime. It is parked (and costs nothing) while no worker has been busy for
 //! 200 ms; after activity it polls every 10 ticks for that long, so a trickle of items never

@@ -1,9 +1,9 @@
 //! The rescuer: forward progress for `mem_reclaim` workqueues when no worker can be created
-//! (spec §5, the 2025-26 series; docs/design.md §11).
+//! (kernel-notes §5, the 2025-26 series; docs/design.md §11).
 //!
 //! Each `mem_reclaim` workqueue has one rescuer thread (`kworker/R-<name>`), created with the
 //! workqueue, never counted as running. Pools that cannot get a worker put the workqueue's
-//! pwqs on its mayday list (`pool::mayday`); the rescuer loop (spec §5.7):
+//! pwqs on its mayday list (`pool::mayday`); the rescuer loop (kernel-notes §5.7):
 //!
 //! ```text
 //! loop:

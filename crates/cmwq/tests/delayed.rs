@@ -1,4 +1,4 @@
-//! Delayed work on the manual clock (spec §3.7): timers fire when the test moves time, never
+//! Delayed work on the manual clock (kernel-notes §3.7): timers fire when the test moves time, never
 //! because the machine was slow. Short real sleeps only check that something did *not* happen.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // Tests act as users: real threads and time.
 

@@ -1,6 +1,6 @@
 //! The work-item lifecycle: flush of one item (barriers), flush of a workqueue (colours),
 //! drain, cancel, cancel_sync, disable/enable, freeze, destroy (DESIGN.md §2 guarantees 3, 4,
-//! 8, 9; spec §3). Races are run many times each on real threads.
+//! 8, 9; kernel-notes §3). Races are run many times each on real threads.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // Tests act as users: real threads and time.
 
 mod support;

@@ -1,5 +1,5 @@
 //! The manager: worker creation on demand, failure and the create cooldown, idle culling with
-//! the kernel's ratio (spec §4.5, §4.6), driven deterministically by a manual clock and a
+//! the kernel's ratio (kernel-notes §4.5, §4.6), driven deterministically by a manual clock and a
 //! spawner that fails on command.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // Tests act as users: real threads and time.
 

@@ -2,7 +2,7 @@
 //! queue_on, queue_delayed, mod_delayed, cancel, cancel_sync, disable, enable, flush (item and
 //! workqueue), drain, clock advances and spawn failures, run against a private runtime and
 //! checked step by step against a small sequential model of the kernel's return values and
-//! states (spec §2-3): per item, pending or not (armed or queued, and on which workqueue), the
+//! states (kernel-notes §2-3): per item, pending or not (armed or queued, and on which workqueue), the
 //! disable depth and how many times it has run.
 //!
 //! Determinism: every workqueue is freezable and the runtime stays frozen (`Runtime::freeze`)
@@ -346,14 +346,14 @@ impl ReferenceStateMachine for WqModel {
     fn apply(mut s: Model, op: &Op) -> Model {
         s.last = Expect { ret: Ret::Unit, barrier_at: None, must_have_run: Vec::new() };
         match *op {
-            // spec §2.2 queue_work_on, §3.7 queue_delayed_work_on (a zero delay queues at once).
+            // kernel-notes §2.2 queue_work_on, §3.7 queue_delayed_work_on (a zero delay queues at once).
             Op::Queue { item, wq, cpu } => s.last.ret = s.queue(item, cpu, At::Queued { wq }),
             Op::QueueDelayed { d, wq, cpu, ms } => s.last.ret = s.queue(NW + d, cpu, s.delayed(wq, ms)),
             Op::ModDelayed { d, wq, cpu, ms } => {
                 s.last.ret = if !s.cpu_ok(cpu) {
                     Ret::InvalidCpu
                 } else {
-                    // spec §3.7 mod_delayed_work_on: steal PENDING wherever it is, re-arm;
+                    // kernel-notes §3.7 mod_delayed_work_on: steal PENDING wherever it is, re-arm;
                     // true if it was pending. A disabled item cannot be pending and stays idle.
                     let to = s.delayed(wq, ms);
                     let it = &mut s.items[NW + d];
@@ -365,7 +365,7 @@ impl ReferenceStateMachine for WqModel {
                 };
             }
             Op::Cancel { item } | Op::CancelSync { item } => {
-                // spec §3.6: true if a pending instance (armed or queued) was removed.
+                // kernel-notes §3.6: true if a pending instance (armed or queued) was removed.
                 let it = &mut s.items[item];
                 s.last.ret = Ret::Bool(it.at != At::Idle);
                 it.at = At::Idle;
@@ -377,7 +377,7 @@ impl ReferenceStateMachine for WqModel {
                 it.depth += 1;
             }
             Op::Enable { item } => {
-                // spec §3.6 enable_work: true when the depth reaches 0; never queues. Without a
+                // kernel-notes §3.6 enable_work: true when the depth reaches 0; never queues. Without a
                 // matching disable cmwq warns, returns false and leaves the item alone.
                 let it = &mut s.items[item];
                 s.last.ret = Ret::Bool(if it.depth > 0 {
@@ -388,7 +388,7 @@ impl ReferenceStateMachine for WqModel {
                 });
             }
             Op::Flush { item } => {
-                // spec §3.4/§3.7: flush_delayed_work queues an armed item at once; flush_work
+                // kernel-notes §3.4/§3.7: flush_delayed_work queues an armed item at once; flush_work
                 // returns whether it waited (an instance was pending).
                 let it = &mut s.items[item];
                 let pending = it.at != At::Idle;

@@ -1,4 +1,4 @@
-//! The rescuer scenarios R1-R20 of spec/kernel-workqueue.md §5.10, each deterministic on the
+//! The rescuer scenarios R1-R20 of docs/kernel-notes.md §5.10, each deterministic on the
 //! manual clock with a spawner that fails on command: the mayday timer fires only when the test
 //! moves time, and the cursor's position, the batch of 17, the tail requeue, the extra-works
 //! case and the counters are asserted, not just completion.

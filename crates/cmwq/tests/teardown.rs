@@ -1,6 +1,6 @@
 //! Teardown: destroy (idempotent, concurrent, from an item, during a panic), flush and drain
 //! from a workqueue's own items, the warnings of a drain or destroy that does not end, and
-//! self-requeueing items that must not keep a runtime alive (DESIGN.md §2; spec §3.5;
+//! self-requeueing items that must not keep a runtime alive (DESIGN.md §2; kernel-notes §3.5;
 //! docs/design.md §7). Split from lifecycle.rs, which keeps flush, cancel, disable and freeze.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // Tests act as users: real threads and time.
 

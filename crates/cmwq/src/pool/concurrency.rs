@@ -1,4 +1,4 @@
-//! Concurrency management: who counts in `nr_running`, and the `blocking` hint (spec §4.1,
+//! Concurrency management: who counts in `nr_running`, and the `blocking` hint (kernel-notes §4.1,
 //! §4.3; DESIGN.md §3).
 //!
 //! A worker of a per-CPU pool counts as running unless a NOT_RUNNING flag is set (PREP,

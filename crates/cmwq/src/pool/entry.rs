@@ -1,5 +1,5 @@
 //! Entries of a pool's lists, and how they move (the kernel's `insert_work`,
-//! `move_linked_works`, `pwq_activate_first_inactive`, `pwq_dec_nr_in_flight`; spec §2.2,
+//! `move_linked_works`, `pwq_activate_first_inactive`, `pwq_dec_nr_in_flight`; kernel-notes §2.2,
 //! §3.1, §3.4).
 //!
 //! Every entry lives in the pool's node arena and is on exactly one list: the worklist, its

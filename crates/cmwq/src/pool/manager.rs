@@ -1,5 +1,5 @@
 //! The manager role: creating workers, the create cooldown, and culling idle workers
-//! (spec §4.5, §4.6).
+//! (kernel-notes §4.5, §4.6).
 //!
 //! * A worker that finds items waiting and no idle worker in reserve becomes the pool's
 //!   manager (at most one at a time, `manager_active`) and creates a worker, dropping the pool

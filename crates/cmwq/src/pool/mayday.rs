@@ -1,4 +1,4 @@
-//! Calling for help: the mayday timer and `send_mayday` (spec §5.2).
+//! Calling for help: the mayday timer and `send_mayday` (kernel-notes §5.2).
 //!
 //! When a pool's manager starts creating a worker it arms the pool's mayday timer for
 //! `mayday_initial_timeout` (10 ms, `MAYDAY_INITIAL_TIMEOUT`). If it fires while the pool still
@@ -9,7 +9,7 @@
 //! it, which it does when it stops trying to create workers.
 //!
 //! Only entries on the worklist call for help: inactive items (beyond `max_active`) do not
-//! (spec §5.2, scenario R13).
+//! (kernel-notes §5.2, scenario R13).
 
 use super::{PoolGuard, Pwq, WorkerPool};
 use crate::sync::Arc;

@@ -1,5 +1,5 @@
 //! Worker pools: one lock over a worklist shared by many workqueues, and the workers that run
-//! it (spec §1.2, §4).
+//! it (kernel-notes §1.2, §4).
 //!
 //! Per-CPU pools (a normal and a highpri one per CPU, workers pinned to that CPU) are
 //! *concurrency managed*: while one of their workers runs (counts in `nr_running`) a new item
@@ -28,6 +28,8 @@ mod inbox;
 mod lock;
 mod manager;
 mod mayday;
+#[cfg(all(test, loom))]
+mod model_hooks;
 mod pwq;
 mod registry;
 mod rescue;
@@ -47,7 +49,7 @@ use crate::introspect::{PendingEntry, PoolInfo};
 use crate::sync::{Arc, AtomicUsize, Mutex};
 use std::fmt;
 
-/// Worker flags (spec §8). L.
+/// Worker flags (kernel-notes §8). L.
 pub(crate) mod flags {
     /// Told to exit (culled or shutting down).
     pub(crate) const DIE: u8 = 1 << 1;

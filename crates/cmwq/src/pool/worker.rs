@@ -1,4 +1,4 @@
-//! The worker thread (`worker_thread`, `process_one_work`; spec §4.2, §2.2).
+//! The worker thread (`worker_thread`, `process_one_work`; kernel-notes §4.2, §2.2).
 //!
 //! Loop of one worker:
 //! 1. Woken, take the pool lock. If told to die, unregister and exit.

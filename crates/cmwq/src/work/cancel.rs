@@ -1,5 +1,5 @@
 //! Cancelling and disabling work items (the kernel's `try_to_grab_pending`, `cancel_work`,
-//! `cancel_work_sync`, `disable_work`, `enable_work`; spec §3.6).
+//! `cancel_work_sync`, `disable_work`, `enable_work`; kernel-notes §3.6).
 //!
 //! Everything starts by *grabbing* PENDING, so the caller owns the item:
 //! 1. a delayed item's armed timer is cancelled: the caller now owns PENDING;

@@ -1,9 +1,9 @@
 //! Delayed work: a work item plus a timer on the runtime's timer service (the kernel's
-//! `delayed_work`; spec §3.7).
+//! `delayed_work`; kernel-notes §3.7).
 //!
 //! * `queue_delayed(d, delay)` claims PENDING like `queue`; with a zero delay it queues at
 //!   once, else it arms a timer that queues the item when it fires. While armed, the timer owns
-//!   PENDING (`Timer-armed` in spec §2.2).
+//!   PENDING (`Timer-armed` in kernel-notes §2.2).
 //! * `mod_delayed(d, delay)` grabs PENDING wherever it is (armed timer or queue) and re-arms
 //!   (or queues at once for a zero delay). It returns whether the item was pending.
 //! * `flush` fires an armed timer now, then flushes the item; `cancel`/`cancel_sync` cancel the

@@ -1,5 +1,5 @@
 //! The work state word: one `AtomicU64` per work item, changed only by the named transitions
-//! below (the kernel's `work->data`, spec §2.1).
+//! below (the kernel's `work->data`, kernel-notes §2.1).
 //!
 //! ```text
 //!  63            32 31        16 15        2   1        0
@@ -14,7 +14,7 @@
 //! * `QUEUED` says the item sits on a list of the pool named by `last pool id` (the kernel's
 //!   `WORK_STRUCT_PWQ`). It is set and cleared only under that pool's lock.
 //! * `last pool id` is the pool the item was last queued on or ran in; the non-reentrancy
-//!   redirect reads it (spec §2.3).
+//!   redirect reads it (kernel-notes §2.3).
 //! * `disable` is the disable depth (`WORK_OFFQ_DISABLE_BITS` = 16).
 //!
 //! Memory ordering: `try_claim_pending` is an `AcqRel` RMW and `release_for_run` a `Release`

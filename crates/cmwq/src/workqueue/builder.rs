@@ -1,5 +1,5 @@
 //! Workqueue attributes and their builder (`alloc_workqueue` flags and `max_active`;
-//! spec §1.2, §3.1, §8).
+//! kernel-notes §1.2, §3.1, §8).
 
 use super::{PanicHandler, WorkPanic, Workqueue, WqFlags};
 use crate::error::Error;

@@ -1,20 +1,25 @@
 //! Workqueues: a name, flags, `max_active`, and one pool-workqueue per pool used
-//! (spec §1.2, §2.2 `__queue_work`, §3.1, §3.5).
+//! (kernel-notes §1.2, §2.2 `__queue_work`, §3.1, §3.5).
 //!
 //! Queueing (`queue_work_on` + `__queue_work`):
 //! 1. Claim PENDING with one atomic RMW; if it was set, return `false`: the pending instance
 //!    covers this request. If the item is disabled, give PENDING back and return `false`.
 //! 2. If the workqueue is draining or being destroyed, refuse, unless the caller is one of its
 //!    own items (chained queueing).
-//! 3. Pick the pwq: a per-CPU workqueue uses the pool of the given CPU or of the CPU the caller
-//!    runs on; an unbound one its single pwq in the shared unbound pool.
-//! 4. Non-reentrancy redirect: if the item last ran in another pool of this workqueue and a
-//!    worker there runs it right now, queue it there instead, so the pool hands it to that
-//!    worker and it never runs twice at once.
-//! 5. Under the pool lock: active on the worklist (and kick the pool) if the pwq is below
-//!    `max_active` and nothing waits before it, else onto the pwq's inactive list.
+//! 3. Pick the pwq from the pwq table (read without a lock; `pwqs.rs`): a per-CPU workqueue
+//!    uses the pwq of the given CPU or of the CPU the caller runs on; an unbound one its single
+//!    pwq in the shared unbound pool.
+//! 4. Non-reentrancy redirect: if the item last ran in another pool and a worker there runs it
+//!    right now for this workqueue, queue it on that worker's pwq instead (under that pool's
+//!    lock; a retired pwq too), so the pool hands it to that worker and it never runs twice at
+//!    once.
+//! 5. Append it to the pool's inbox (`pool::inbox`); the next pool-lock holder moves it onto
+//!    the lists: active on the worklist (and kick the pool) if the pwq is below `max_active`
+//!    and nothing waits before it, else onto the pwq's inactive list.
 //!
-//! Drain and destroy: docs/design.md §7.
+//! Files: `builder` (names, flags, limits), `info` (what the pwqs know of the workqueue, and
+//! where their events go), `pwqs` (the pwq table, the workqueue lock, replacement and release),
+//! `system` (the system workqueues). Drain and destroy: docs/design.md §7.
 
 pub(crate) mod builder;
 mod info;
@@ -39,7 +44,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 
-/// Workqueue flags (`WQ_*`, spec §8). I: fixed at creation.
+/// Workqueue flags (`WQ_*`, kernel-notes §8). I: fixed at creation.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct WqFlags {
     /// `WQ_UNBOUND`.

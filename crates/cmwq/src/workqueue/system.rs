@@ -1,4 +1,4 @@
-//! The system workqueues of the global runtime (spec §1.2): `events` (per-CPU),
+//! The system workqueues of the global runtime (kernel-notes §1.2): `events` (per-CPU),
 //! `events_unbound`, `events_highpri` and `events_long`. Created on first use, never
 //! destroyed.
 

@@ -1,4 +1,4 @@
-//! A runtime whose per-CPU pools are stuck (spec §5.10's setup): every worker blocked in an
+//! A runtime whose per-CPU pools are stuck (kernel-notes §5.10's setup): every worker blocked in an
 //! item of workqueue B (no rescuer) or acting as a manager that cannot create a worker, on a
 //! manual clock, with thread creation failing on command.
 
