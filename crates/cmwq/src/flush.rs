@@ -93,10 +93,15 @@ fn prep_pwqs(
         shared.nr_pwqs_to_flush.store(bias, Ordering::Release);
     }
     for p in pwqs {
-        if p.lock().pwq_flush_prep(p.slot(), flush_color, work_color) {
+        // The count goes up under the pool lock that armed the pwq: released first, a worker
+        // could drain the pwq and use up the arming reference before a later pwq is armed
+        // (the loom model `flush_colour_waits_for_earlier` found it in 93 executions).
+        let mut g = p.lock();
+        if g.pwq_flush_prep(p.slot(), flush_color, work_color) {
             shared.nr_pwqs_to_flush.fetch_add(1, Ordering::AcqRel);
             wait = true;
         }
+        drop(g);
     }
     if flush_color.is_some() && bias == 1 {
         shared.pwq_flushed();

@@ -61,6 +61,7 @@ mod imp {
             self.0.load()
         }
         /// Replaces the value; readers that loaded the old one keep it until they drop it.
+        #[cfg_attr(not(test), allow(dead_code))]
         pub(crate) fn store(&self, v: std::sync::Arc<T>) {
             self.0.store(v)
         }
@@ -87,6 +88,16 @@ mod imp {
 
     pub(crate) use checker::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
+    /// What `ArcCell::load` gives under the checkers: the `Arc` it read.
+    pub(crate) struct Snapshot<T>(std::sync::Arc<T>);
+
+    impl<T> std::ops::Deref for Snapshot<T> {
+        type Target = std::sync::Arc<T>;
+        fn deref(&self) -> &std::sync::Arc<T> {
+            &self.0
+        }
+    }
+
     /// `ArcCell` of the normal build, as a lock around the `Arc` (the checkers do not model
     /// `arc-swap`'s internals; what matters to the models is that a load sees one of the
     /// stored values).
@@ -96,9 +107,10 @@ mod imp {
         pub(crate) fn new(v: std::sync::Arc<T>) -> Self {
             ArcCell(checker::sync::Mutex::new(v))
         }
-        pub(crate) fn load(&self) -> std::sync::Arc<std::sync::Arc<T>> {
-            std::sync::Arc::new(self.0.lock().expect("ArcCell lock").clone())
+        pub(crate) fn load(&self) -> Snapshot<T> {
+            Snapshot(self.0.lock().expect("ArcCell lock").clone())
         }
+        #[allow(dead_code)]
         pub(crate) fn store(&self, v: std::sync::Arc<T>) {
             *self.0.lock().expect("ArcCell lock") = v;
         }

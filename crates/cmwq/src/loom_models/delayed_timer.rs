@@ -11,7 +11,7 @@
 
 use super::check;
 use super::{counted_work_fn, Fixture, Runs};
-use crate::pool::manager;
+use crate::pool::create_worker;
 use crate::sync::plant::Bug;
 use crate::sync::Arc;
 use crate::{DelayedWork, ManualClock, Runtime, Workqueue};
@@ -24,7 +24,7 @@ fn armed() -> (Runtime, Workqueue, DelayedWork, Arc<Runs>) {
     let rt = Runtime::builder().cpus(1).pin_workers(false).clock(&clock).build_for_model();
     let pool = rt.shared().cpu_pools[0].clone();
     Fixture::reserve(&pool, true);
-    manager::create_worker(&pool).expect("create the worker");
+    create_worker(&pool).expect("create the worker");
     let wq = rt.workqueue("loom").build().expect("the workqueue");
     let runs = Arc::new(Runs::default());
     let d = DelayedWork::new(counted_work_fn(&runs));

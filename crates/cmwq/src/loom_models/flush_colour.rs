@@ -1,5 +1,5 @@
 //! Model (e): the flush-colour hand-off (`flush::flush_workqueue` and `prep_pwqs`, the pwqs'
-//! per-colour counts, `dec_nr_in_flight`'s colour completion; the kernel's
+//! per-colour counts, `pwq_dec_nr_in_flight`'s colour completion; the kernel's
 //! `__flush_workqueue`). One flusher, the real worker, and one workqueue with two pwqs on the
 //! same pool (so the flusher arms them one after the other, releasing the pool lock between).
 //!
@@ -16,41 +16,53 @@
 
 use super::{check, counted_work, Fixture, Runs};
 use crate::flush::{flush_workqueue, FlushLocked};
-use crate::pwq::{Pwq, PwqLocked};
+use crate::pool::Pwq;
 use crate::sync::plant::Bug;
 use crate::sync::{thread as facade_thread, Arc, Mutex};
 use crate::work::Work;
 use loom::thread;
 
+/// What the workqueue lock guards for a flush (the flush colours and the pwqs, as in the
+/// workqueue's `WqLocked`).
+struct FlushState {
+    flush: FlushLocked,
+    pwqs: Vec<Pwq>,
+}
+
+/// The projection `flush_workqueue` takes (`WqLocked::flush_parts`).
+fn flush_parts(s: &mut FlushState) -> (&mut FlushLocked, &[Pwq]) {
+    (&mut s.flush, &s.pwqs)
+}
+
 /// The fixture's workqueue with a second pwq on the same pool, and its flush lock.
 struct TwoPwqs {
     fx: Fixture,
+    /// The two pwqs (the same as in `flush_lock`, for queueing without that lock).
     pwqs: Vec<Pwq>,
-    flush_lock: Mutex<FlushLocked>,
+    flush_lock: Mutex<FlushState>,
 }
 
 impl TwoPwqs {
     fn new() -> TwoPwqs {
         let fx = Fixture::new(true);
-        let second = {
-            let mut g = fx.pool.lock();
-            let info = g.pwqs[fx.slot as usize].wq.clone();
-            g.pwqs.insert(PwqLocked::new(info, crate::WQ_DFL_ACTIVE)) as u32
-        };
-        let pwqs = [fx.slot, second].map(|slot| Pwq { pool: fx.pool.clone(), slot }).to_vec();
-        TwoPwqs { fx, pwqs, flush_lock: Mutex::new(FlushLocked::default()) }
+        let second = Pwq::new(&fx.pool, fx.info.clone(), false, crate::WQ_DFL_ACTIVE, 0);
+        let pwqs = vec![fx.pwq.clone(), second];
+        let flush_lock = Mutex::new(FlushState { flush: FlushLocked::default(), pwqs: pwqs.clone() });
+        TwoPwqs { fx, pwqs, flush_lock }
     }
 
     /// Queues `work` on pwq `i`, as `Workqueue::queue` does.
     fn queue(&self, i: usize, work: &Work) {
         assert!(work.state().try_claim_pending(), "a fresh item is not pending");
-        self.fx.pool.submit_work(self.pwqs[i].slot, work.clone());
+        self.pwqs[i].submit_work(work.clone());
     }
 
     /// `Workqueue::flush` of this workqueue.
     fn flush(&self) {
-        let info = self.fx.pool.lock().pwqs[self.fx.slot as usize].wq.clone();
-        flush_workqueue(&self.flush_lock, &info.flush, &self.pwqs);
+        // The pool lock the model has always taken here (it read the workqueue's info from the
+        // pwq under it): kept, so that the model explores the same schedules.
+        self.fx.pool.model_lock_and_release();
+        flush_workqueue(&self.flush_lock, &self.fx.info.flush, flush_parts);
     }
 }
 
@@ -75,8 +87,8 @@ fn flush_skips_later() {
     // the earlier item onto the worklist first): the later item waits on its inactive list,
     // counted in its colour, until it is thawed after the flush. A flush that waited for it
     // would wait forever.
-    let frozen = t.pwqs[0].slot;
-    t.fx.pool.lock().pwqs[frozen as usize].max_active = 0;
+    let frozen = t.pwqs[0].slot();
+    t.fx.pool.model_store_max_active(frozen, 0);
     let flusher = {
         let (t, early_runs) = (t.clone(), runs[0].clone());
         thread::spawn(move || {
@@ -86,19 +98,13 @@ fn flush_skips_later() {
     };
     // Once the flush has advanced the colour (its pwqs too: one hold of the flush lock), an item
     // queued now is not the flush's to wait for.
-    while t.flush_lock.lock().work_color() == 0 {
+    while t.flush_lock.lock().flush.work_color() == 0 {
         facade_thread::yield_now();
     }
     t.queue(0, &late);
     flusher.join().expect("the flusher");
-    {
-        // Thaw (`set_pwq_max_active`).
-        let pool = &t.fx.pool;
-        let mut g = pool.lock();
-        g.pwqs[frozen as usize].max_active = crate::WQ_DFL_ACTIVE;
-        while pool.activate_first_inactive(&mut g, frozen) {}
-        pool.kick_pool(&mut g);
-    }
+    // Thaw (`set_pwq_max_active`: the limit, the activations it allows, a kick).
+    t.fx.pool.model_set_max_active(frozen, crate::WQ_DFL_ACTIVE);
     runs[1].wait_for(1);
     std::sync::Arc::try_unwrap(t).ok().expect("the model's alone").fx.shutdown();
 }

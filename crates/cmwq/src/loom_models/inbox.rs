@@ -18,7 +18,7 @@ use loom::thread;
 
 /// After everything: the inbox is empty and the item sits on the pool's lists (QUEUED).
 fn assert_drained(fx: &Fixture, w: &Work) {
-    assert!(fx.pool.inbox.is_empty(), "an item was left in the inbox with nobody to drain it");
+    assert!(fx.pool.model_inbox_is_empty(), "an item was left in the inbox with nobody to drain it");
     assert!(w.state().load().is_queued(), "the item is not on the pool's lists: {:?}", w.state().load());
 }
 
@@ -27,7 +27,7 @@ fn submit_vs_release() {
     let w = Work::new(|_w: &Work| {});
     let holder = {
         let fx = fx.clone();
-        thread::spawn(move || drop(fx.pool.lock()))
+        thread::spawn(move || fx.pool.model_lock_and_release())
     };
     assert!(fx.queue(&w));
     holder.join().unwrap();
@@ -43,7 +43,7 @@ fn two_submits_vs_release() {
     };
     let holder = {
         let fx = fx.clone();
-        thread::spawn(move || drop(fx.pool.lock()))
+        thread::spawn(move || fx.pool.model_lock_and_release())
     };
     assert!(fx.queue(&w1));
     queuer.join().unwrap();
@@ -60,9 +60,9 @@ fn skip_while_running() {
         let fx = fx.clone();
         thread::spawn(move || {
             // Starts counting as running: this release neither drains nor looks again.
-            fx.pool.lock().worker_clr_flags(busy, flags::PREP);
+            fx.pool.model_worker_clr_flags(busy, flags::PREP);
             // Stops counting (as a worker going idle or to sleep): this release drains.
-            fx.pool.lock().worker_set_flags(busy, flags::PREP);
+            fx.pool.model_worker_set_flags(busy, flags::PREP);
         })
     };
     assert!(fx.queue(&w));

@@ -17,8 +17,7 @@
 use super::{check, counted_work, Fixture, Runs};
 use crate::clock::Sleeper;
 use crate::flush::FlushShared;
-use crate::pool::WorkerPool;
-use crate::pwq::{Pwq, PwqLocked};
+use crate::pool::{Pwq, WorkerPool};
 use crate::rescuer::Rescuer;
 use crate::sync::plant::Bug;
 use crate::sync::{Arc, AtomicBool, AtomicUsize};
@@ -31,21 +30,26 @@ struct Stuck {
     /// Kept for the pool's lifetime (it owns what the pool runs on).
     _fx: Fixture,
     pool: Arc<WorkerPool>,
-    slot: u32,
+    pwq: Pwq,
     rescuer: Arc<Rescuer>,
+}
+
+/// How many entries the mayday list of `r` holds, read under its mayday lock (one hold, as
+/// `Rescuer`'s `Debug` prints it: the list itself is private to `rescuer.rs`). Only this
+/// model's one pwq ever goes on this rescuer's list, so this is how many times it is there.
+fn maydays_len(r: &Rescuer) -> usize {
+    let shown = format!("{r:?}");
+    let n = shown.strip_prefix("Rescuer { maydays: ").and_then(|s| s.strip_suffix(" }"));
+    n.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unexpected Debug of the rescuer: {shown}"))
 }
 
 impl Stuck {
     fn new() -> Stuck {
         let fx = Fixture::new(false);
         let pool = fx.pool.clone();
-        {
-            // The fixture's reserve leaves the idle list: busy (PREP, so not running) for good.
-            let mut g = pool.lock();
-            let reserve = g.idle_list[0];
-            pool.worker_leave_idle(&mut g, reserve);
-        }
-        let rescuer = Rescuer::start(&pool.env, "loom", 1).expect("start the rescuer");
+        // The fixture's reserve leaves the idle list: busy (PREP, so not running) for good.
+        pool.model_worker_leave_idle(fx.reserve);
+        let rescuer = Rescuer::start(pool.env(), "loom", 1).expect("start the rescuer");
         let info = Arc::new(WqInfo {
             id: 1,
             name: "loom-reclaim".into(),
@@ -59,25 +63,23 @@ impl Stuck {
             shared: crate::sync::Weak::new(),
             armed: crate::sync::Mutex::new(Default::default()),
         });
-        let slot = pool.lock().pwqs.insert(PwqLocked::new(info, crate::WQ_DFL_ACTIVE)) as u32;
-        Stuck { _fx: fx, pool, slot, rescuer }
+        let pwq = Pwq::new(&pool, info, false, crate::WQ_DFL_ACTIVE, 0);
+        Stuck { _fx: fx, pool, pwq, rescuer }
     }
 
     /// Queues `work` on the pwq, as `Workqueue::queue` does.
     fn queue(&self, work: &Work) {
         assert!(work.state().try_claim_pending(), "a fresh item is not pending");
-        self.pool.submit_work(self.slot, work.clone());
+        self.pwq.submit_work(work.clone());
     }
 
     /// The mayday timer's step for this pwq (`pool_mayday_timeout` calls `send_mayday` for
     /// every pwq with an entry on the worklist, under the pool lock).
     fn mayday(&self) {
-        let mut g = self.pool.lock();
-        self.pool.send_mayday(&mut g, self.slot);
-        let m = self.rescuer.maydays.lock();
-        let me = Pwq { pool: self.pool.clone(), slot: self.slot };
-        let times = m.list.iter().filter(|p| p.slot == me.slot && Arc::ptr_eq(&p.pool, &me.pool)).count();
-        assert!(times <= 1, "the pwq is on the mayday list {times} times");
+        self.pool.model_send_mayday(self.pwq.slot(), || {
+            let times = maydays_len(&self.rescuer);
+            assert!(times <= 1, "the pwq is on the mayday list {times} times");
+        });
     }
 }
 
@@ -99,11 +101,10 @@ fn mayday_vs_rescuer() {
     timer.join().expect("the mayday timer");
     // Destroy: everything ran, nothing can call for help any more.
     s.rescuer.stop();
-    assert!(s.rescuer.maydays.lock().list.is_empty(), "a mayday was left on the list after the rescuer stopped");
-    let g = s.pool.lock();
-    let pwq = &g.pwqs[s.slot as usize];
+    assert_eq!(maydays_len(&s.rescuer), 0, "a mayday was left on the list after the rescuer stopped");
+    let pwq = s.pool.model_pwq_census(s.pwq.slot());
     assert_eq!(pwq.mayday_refs, 0, "mayday references left after the rescuer stopped");
-    assert_eq!(pwq.stats.rescued, 2, "every item is rescued once");
+    assert_eq!(pwq.rescued, 2, "every item is rescued once");
     assert_eq!(runs.each_ref().map(|r| r.get()), [1, 1], "every item runs exactly once");
 }
 

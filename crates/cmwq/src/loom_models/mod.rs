@@ -15,16 +15,19 @@
 //!
 //! * The real [`WorkerPool`] of CPU 0 (concurrency managed) of a runtime without threads
 //!   (`RuntimeBuilder::build_for_model`), with a `ManualClock` and the default
-//!   `ThreadSpawner`, which under loom spawns *loom* threads: [`manager::create_worker`] gives
-//!   a real worker running the real `worker_thread`. No timer or monitor thread runs (a model
-//!   calls what a timer would, as a step: `TimerService::fire_due`). One pwq (`slot`) of a
+//!   `ThreadSpawner`, which under loom spawns *loom* threads: [`create_worker`] gives a real
+//!   worker running the real `worker_thread`. No timer or monitor thread runs (a model
+//!   calls what a timer would, as a step: `TimerService::fire_due`). One pwq (`pwq`) of a
 //!   bare workqueue ([`WqInfo`] without rescuer), so that no destroy has to drain it.
 //! * The pool's invariant that a worker starts items only with another idle in reserve is met
 //!   by a record without a thread (`Fixture::reserve`), registered idle *before* the real
 //!   worker so that a kick (LIFO) never picks it while the real one is idle.
-//! * Queue with [`Fixture::queue`]: the claim of PENDING, then `WorkerPool::submit_work`, the
-//!   real tail of `Workqueue::queue` (what it leaves out, the disable and destroying checks,
-//!   changes no ownership).
+//! * Queue with [`Fixture::queue`]: the claim of PENDING, then [`Pwq::submit_work`], the real
+//!   tail of `Workqueue::queue` (what it leaves out, the disable and destroying checks, changes
+//!   no ownership).
+//! * What a model needs of the pool's private insides (a worker record without a thread,
+//!   worker flags, a raw `max_active`, counts to check) comes from the `model_*` hooks of
+//!   `pool::model_hooks`, compiled only here; everything else is the real code.
 //! * End a model with [`Fixture::shutdown`] (DIE, unpark, join: the real exit path), after
 //!   waiting for the runs it expects on a [`Runs`] latch. A run that never comes leaves every
 //!   thread blocked, which loom reports as a deadlock: lost work and lost wake-ups fail that
@@ -53,10 +56,9 @@ mod work_state;
 
 use crate::clock::{ManualClock, Sleeper};
 use crate::flush::FlushShared;
-use crate::pool::{flags, manager, WorkerPool, WorkerRec};
-use crate::pwq::PwqLocked;
+use crate::pool::{create_worker, Pwq, WorkerPool};
 use crate::sync::plant::{self, Bug};
-use crate::sync::{thread, Arc, AtomicBool, AtomicUsize, Condvar, Mutex, Parker};
+use crate::sync::{thread, Arc, AtomicBool, AtomicUsize, Condvar, Mutex};
 use crate::work::Work;
 use crate::workqueue::{WqFlags, WqInfo};
 
@@ -127,7 +129,12 @@ impl Runs {
 /// A pool, one pwq on it, a reserve idle record, and optionally a real worker.
 pub(super) struct Fixture {
     pub(super) pool: Arc<WorkerPool>,
-    pub(super) slot: u32,
+    /// The pwq of the bare workqueue `info` on `pool`.
+    pub(super) pwq: Pwq,
+    /// The workqueue the pwq belongs to (its owner).
+    pub(super) info: Arc<WqInfo>,
+    /// The reserve idle record's worker id.
+    pub(super) reserve: usize,
     /// The real worker's id and thread, if started.
     worker: Option<(usize, thread::JoinHandle<()>)>,
     /// The runtime the pool belongs to (shut down when the fixture is dropped).
@@ -165,29 +172,19 @@ impl Fixture {
             shared: crate::sync::Weak::new(),
             armed: crate::sync::Mutex::new(Default::default()),
         });
-        let slot = pool.lock().pwqs.insert(PwqLocked::new(info, crate::WQ_DFL_ACTIVE)) as u32;
-        Fixture::reserve(&pool, true);
+        let pwq = Pwq::new(&pool, info.clone(), false, crate::WQ_DFL_ACTIVE, 0);
+        let reserve = Fixture::reserve(&pool, true);
         let worker = with_worker.then(|| {
-            manager::create_worker(&pool).expect("create the worker");
-            let mut g = pool.lock();
-            let (id, rec) = g.workers.iter_mut().find(|(_, w)| w.handle.is_some()).expect("the new worker");
-            (id, rec.handle.take().expect("its thread"))
+            create_worker(&pool).expect("create the worker");
+            pool.model_take_worker_thread()
         });
-        Fixture { pool, slot, worker, rt: Some(rt) }
+        Fixture { pool, pwq, info, reserve, worker, rt: Some(rt) }
     }
 
     /// Registers a worker record without a thread, idle if `idle` (else busy: counting as
     /// running once PREP is cleared). Returns its id.
     pub(super) fn reserve(pool: &Arc<WorkerPool>, idle: bool) -> usize {
-        let parker = Parker::new();
-        let now = pool.env.clock.now();
-        let mut g = pool.lock();
-        let id = g.workers.insert(WorkerRec::new(flags::PREP, parker.unparker().clone(), now));
-        g.nr_workers += 1;
-        if idle {
-            pool.worker_enter_idle(&mut g, id);
-        }
-        id
+        pool.model_add_threadless_worker(idle)
     }
 
     /// Claims PENDING of `work` and queues it on the pwq, as `Workqueue::queue` does; `false`
@@ -196,18 +193,14 @@ impl Fixture {
         if !work.state().try_claim_pending() {
             return false;
         }
-        self.pool.submit_work(self.slot, work.clone());
+        self.pwq.submit_work(work.clone());
         true
     }
 
     /// Tells the real worker to exit and joins it (the runtime's shutdown path).
     pub(super) fn shutdown(mut self) {
         let Some((id, handle)) = self.worker.take() else { return };
-        let unparker = {
-            let mut g = self.pool.lock();
-            g.workers[id].flags |= flags::DIE;
-            g.workers[id].unparker.clone()
-        };
+        let unparker = self.pool.model_tell_worker_to_exit(id);
         unparker.unpark();
         handle.join().expect("the worker exits");
     }

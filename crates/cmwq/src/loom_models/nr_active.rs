@@ -1,5 +1,5 @@
-//! Model (f): `nr_active` and inactive promotion (`pwq.rs`; `pool::entry`'s `insert_work`,
-//! `activate_first_inactive`, `dec_nr_in_flight`; the kernel's `pwq_dec_nr_active` and
+//! Model (f): `nr_active` and inactive promotion (`pool::pwq`'s `insert_work`,
+//! `pwq_activate_first_inactive`, `pwq_dec_nr_in_flight`; the kernel's `pwq_dec_nr_active` and
 //! `pwq_activate_first_inactive`). A pwq with `max_active` 1, three items queued on it (the
 //! first active, two inactive), the real worker running them, and a canceller taking the
 //! middle one away while it is inactive, active or already run, whichever the schedule gives.
@@ -13,7 +13,7 @@
 //! flight.
 
 use super::{check, Fixture, Runs};
-use crate::pool::{Item, PoolLocked, WorkerPool};
+use crate::pool::WorkerPool;
 use crate::sync::plant::Bug;
 use crate::sync::Arc;
 use crate::work::{cancel, Work};
@@ -22,27 +22,23 @@ use loom::thread;
 /// The pwq's active limit in the model: one active item, the others wait.
 const MAX_ACTIVE: usize = 1;
 
-/// Checks `nr_active` of pwq `slot` against the items that are really active. Pool lock held.
-fn check_active(g: &PoolLocked, slot: u32) {
-    let is_item = |idx: &&u32| {
-        let e = g.nodes.get(**idx);
-        e.pwq == slot && matches!(e.item, Item::Work(_))
-    };
-    let queued = g.worklist.indices(&g.nodes).iter().filter(is_item).count();
-    let scheduled: usize =
-        g.workers.iter().map(|(_, w)| w.scheduled.indices(&g.nodes).iter().filter(is_item).count()).sum();
-    let running = g.workers.iter().filter(|(_, w)| w.current.as_ref().is_some_and(|c| c.pwq == slot)).count();
-    let active = queued + scheduled + running;
-    let pwq = &g.pwqs[slot as usize];
-    assert!(active <= pwq.max_active, "max_active exceeded: {active} items active, max_active {}", pwq.max_active);
-    assert_eq!(pwq.nr_active, active, "nr_active out of step with the items active");
+/// Checks `nr_active` of pwq `slot` against the items that are really active (work items of
+/// the pwq on the worklist or on a worker's scheduled list, and workers running one of its
+/// items), under one hold of the pool lock. Returns what the pwq counted then: `nr_active`,
+/// its inactive items, its entries in flight.
+fn check_active(pool: &Arc<WorkerPool>, slot: u32) -> (usize, usize, u32) {
+    let c = pool.model_pwq_census(slot);
+    let active = c.active;
+    assert!(active <= c.max_active, "max_active exceeded: {active} items active, max_active {}", c.max_active);
+    assert_eq!(c.nr_active, active, "nr_active out of step with the items active");
+    (c.nr_active, c.nr_inactive, c.in_flight)
 }
 
 /// A work item that counts its runs on `runs` and checks the pwq's accounting while it runs.
 fn checked_work(pool: &Arc<WorkerPool>, slot: u32, runs: &Arc<Runs>) -> Work {
     let (pool, runs) = (pool.clone(), runs.clone());
     Work::new(move |_w: &Work| {
-        check_active(&pool.lock(), slot);
+        check_active(&pool, slot);
         runs.add();
     })
 }
@@ -51,17 +47,18 @@ fn checked_work(pool: &Arc<WorkerPool>, slot: u32, runs: &Arc<Runs>) -> Work {
 /// waiting); a canceller takes item `victim` away while the worker runs them.
 fn cancel_vs_promotion(victim: usize) {
     let fx = Fixture::new(true);
-    fx.pool.lock().pwqs[fx.slot as usize].max_active = MAX_ACTIVE;
+    let slot = fx.pwq.slot();
+    fx.pool.model_store_max_active(slot, MAX_ACTIVE);
     let runs: [Arc<Runs>; 3] = Default::default();
-    let [a, b, c] = [0, 1, 2].map(|i| checked_work(&fx.pool, fx.slot, &runs[i]));
+    let [a, b, c] = [0, 1, 2].map(|i| checked_work(&fx.pool, slot, &runs[i]));
     for w in [&a, &b, &c] {
         assert!(fx.queue(w), "a fresh item is not pending");
     }
     let canceller = {
-        let (pool, slot, w) = (fx.pool.clone(), fx.slot, [&a, &b, &c][victim].clone());
+        let (pool, w) = (fx.pool.clone(), [&a, &b, &c][victim].clone());
         thread::spawn(move || {
             let cancelled = cancel::cancel(&w, None);
-            check_active(&pool.lock(), slot);
+            check_active(&pool, slot);
             cancelled
         })
     };
@@ -71,15 +68,10 @@ fn cancel_vs_promotion(victim: usize) {
         r.wait_for(n);
     }
     // The worker's accounting after the last run is done once it has exited.
-    let (pool, slot) = (fx.pool.clone(), fx.slot);
+    let pool = fx.pool.clone();
     fx.shutdown();
-    {
-        let g = pool.lock();
-        check_active(&g, slot);
-        let pwq = &g.pwqs[slot as usize];
-        let (active, inactive, in_flight) = (pwq.nr_active, pwq.nr_inactive(), pwq.in_flight());
-        assert_eq!((active, inactive, in_flight), (0, 0, 0), "the pwq is not empty (active, inactive, in flight)");
-    }
+    let (active, inactive, in_flight) = check_active(&pool, slot);
+    assert_eq!((active, inactive, in_flight), (0, 0, 0), "the pwq is not empty (active, inactive, in flight)");
     let ran = runs.each_ref().map(|r| r.get());
     assert_eq!(ran, expected, "accepted = ran + cancelled, each item at most once");
 }

@@ -241,6 +241,9 @@ impl PoolLocked {
     }
 }
 
+/// A flush barrier just inserted: its completion, and the workqueue its pwq belongs to.
+pub(crate) type Barrier = (Arc<Completion>, Arc<dyn super::PwqOwner>);
+
 impl PoolGuard<'_> {
     /// Unlinks a queued `work` from this pool, keeping its PENDING for the caller (step 3 of
     /// `try_to_grab_pending`): its linked barriers stay queued (moved to the worklist if it was
@@ -280,10 +283,7 @@ impl PoolGuard<'_> {
     /// the running worker's scheduled list if it runs. Returns the barrier's completion and the
     /// owner of its pwq, or `None` if the item is neither queued nor running here, or runs on
     /// the calling thread itself (it would wait for itself: `Err` then).
-    pub(crate) fn insert_barrier(
-        &mut self,
-        work: &Work,
-    ) -> Result<Option<(Arc<Completion>, Arc<dyn super::PwqOwner>)>, ()> {
+    pub(crate) fn insert_barrier(&mut self, work: &Work) -> Result<Option<Barrier>, ()> {
         let snap = work.state().load();
         let done = Arc::new(Completion::new());
         let (pwq, color, loc, linked, before) = if snap.is_queued() && snap.last_pool() == Some(self.pool.id()) {

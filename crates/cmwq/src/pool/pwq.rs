@@ -490,7 +490,7 @@ impl PoolGuard<'_> {
 
     /// Retires pwq `slot` (its workqueue installed a replacement): it runs what it has and
     /// is released once [`PoolGuard::pwq_releasable`].
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(any(not(test), loom, shuttle), allow(dead_code))]
     pub(crate) fn pwq_retire(&mut self, slot: u32) {
         self.pwqs[slot as usize].retired = true;
     }

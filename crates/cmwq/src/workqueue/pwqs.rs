@@ -44,7 +44,7 @@ impl PwqTable {
     }
 
     /// Every pwq of the table.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(any(not(test), loom, shuttle), allow(dead_code))]
     fn all(&self) -> &[Pwq] {
         match self {
             PwqTable::PerCpu(v) => v,
@@ -112,7 +112,7 @@ impl WqShared {
 
     /// Whether `f` holds for some pwq not yet released.
     pub(crate) fn any_pwq(&self, mut f: impl FnMut(&Pwq) -> bool) -> bool {
-        self.mutex.lock().pwqs.iter().any(|p| f(p))
+        self.mutex.lock().pwqs.iter().any(&mut f)
     }
 
     /// The counters summed over every pwq, released ones included.
@@ -142,16 +142,16 @@ impl WqShared {
     /// empty. Items in flight are neither lost nor run twice at once.
     // Used by the attribute work that follows (`apply_workqueue_attrs`); exercised by the
     // tests below until then.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(any(not(test), loom, shuttle), allow(dead_code))]
     pub(crate) fn replace_pwqs(&self) {
         // As `apply_workqueue_attrs` holds `wq_pool_mutex`: a freeze cannot slip in between.
         self.rt.shared().with_frozen(|frozen| self.replace_pwqs_locked(frozen));
     }
 
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(any(not(test), loom, shuttle), allow(dead_code))]
     fn replace_pwqs_locked(&self, frozen: bool) {
         let mut l = self.mutex.lock();
-        let old = self.table.load().clone();
+        let old: Arc<PwqTable> = (*self.table.load()).clone();
         let pools: Vec<Arc<WorkerPool>> = old.all().iter().map(|p| p.pool().clone()).collect();
         let unbound = matches!(*old, PwqTable::Unbound(_));
         let table =
@@ -193,7 +193,10 @@ impl WqShared {
     }
 }
 
+// A test harness of plain threads around a real runtime (never model checked: not(loom)), so
+// its own waiting uses std directly rather than the facade the library goes through.
 #[cfg(all(test, not(loom), not(shuttle)))]
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod tests {
     use crate::{Runtime, Work};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
