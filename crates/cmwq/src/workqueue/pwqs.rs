@@ -236,6 +236,7 @@ mod tests {
     /// there), makes a flush wait for the retired pwqs' items too, keeps the counters, and
     /// releases the retired pwqs once they are empty.
     #[test]
+    #[cfg_attr(miri, ignore = "a real runtime: threads, /proc, affinity")]
     fn replacing_pwqs_with_items_in_flight_loses_none() {
         let rt = Runtime::builder().cpus(2).pin_workers(false).build();
         let wq = rt.workqueue("replace").max_active(1).build().unwrap();
