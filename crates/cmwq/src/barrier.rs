@@ -18,7 +18,7 @@ use crate::work::Work;
 
 /// Inserts a barrier behind the last instance of `work`; returns its completion, or `None` if
 /// the item is idle (or runs on the calling thread: it would wait for itself).
-pub(crate) fn start_flush_work(work: &Work) -> Option<Arc<Completion>> {
+fn start_flush_work(work: &Work) -> Option<Arc<Completion>> {
     let pool = crate::pool::lookup(work.state().load().last_pool()?)?;
     // Taken before the target's pool lock: it may be the same pool.
     let current = if cfg!(debug_assertions) { crate::debug::current_wq() } else { None };

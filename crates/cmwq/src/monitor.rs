@@ -241,7 +241,7 @@ struct Sample {
 
 /// Buffers reused from tick to tick, so a tick allocates nothing.
 #[derive(Default)]
-pub(crate) struct ScanBuf {
+struct ScanBuf {
     samples: Vec<Sample>,
 }
 

@@ -105,7 +105,7 @@ impl Rescuer {
         Ok(r)
     }
 
-    pub(crate) fn wake(&self) {
+    fn wake(&self) {
         self.unparker.unpark();
     }
 

@@ -133,7 +133,7 @@ impl Shared {
         }
     }
 
-    pub(crate) fn all_pools(&self) -> Vec<Arc<WorkerPool>> {
+    fn all_pools(&self) -> Vec<Arc<WorkerPool>> {
         let mut v = self.cpu_pools.clone();
         v.extend(self.unbound_pools.lock().iter().cloned());
         v

@@ -187,7 +187,7 @@ mod imp {
 
     impl WaitTimeoutResult {
         #[allow(dead_code)] // parking_lot's API; the code ignores the answer today.
-        pub(crate) fn timed_out(self) -> bool {
+        fn timed_out(self) -> bool {
             self.0
         }
     }
@@ -206,7 +206,7 @@ mod imp {
             WaitTimeoutResult(r.timed_out())
         }
 
-        pub(crate) fn notify_one(&self) {
+        fn notify_one(&self) {
             self.0.notify_one();
         }
 

@@ -17,11 +17,11 @@ use std::io;
 
 /// Memory mappings one thread costs: stack and guard page (glibc), signal stack and guard page
 /// (std).
-pub(crate) const VMAS_PER_THREAD: usize = 4;
+const VMAS_PER_THREAD: usize = 4;
 
 /// `vm.max_map_count` when it cannot be read: the kernel's default (`DEFAULT_MAX_MAP_COUNT`,
 /// include/linux/mm.h).
-pub(crate) const DEFAULT_MAX_MAP_COUNT: usize = 65530;
+const DEFAULT_MAX_MAP_COUNT: usize = 65530;
 
 /// Threads of the default spawner alive now, process-wide (a real atomic in every build: it
 /// counts OS threads, which outlive a model execution). Relaxed: a counter, ordering
@@ -31,7 +31,7 @@ static LIVE: crate::sync::global::AtomicU64 = crate::sync::global::AtomicU64::ne
 
 /// The most threads of the default spawner alive at once: three quarters of
 /// `vm.max_map_count`, over [`VMAS_PER_THREAD`].
-pub(crate) fn max_threads() -> u64 {
+fn max_threads() -> u64 {
     static MAX: OnceLock<u64> = OnceLock::new();
     *MAX.get_or_init(|| (crate::sys::max_map_count().unwrap_or(DEFAULT_MAX_MAP_COUNT) / 4 * 3 / VMAS_PER_THREAD) as u64)
 }

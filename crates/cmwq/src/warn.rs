@@ -59,17 +59,17 @@ impl fmt::Display for Warning<'_> {
 pub const MAX_NAMED: usize = 8;
 
 /// The function type of a warning handler.
-pub(crate) type HandlerFn = dyn Fn(&Warning<'_>) + Send + Sync;
+type HandlerFn = dyn Fn(&Warning<'_>) + Send + Sync;
 
 /// `drain_workqueue` warns at its 10th flush (`flush_cnt == 10`) ...
-pub(crate) const BUSY_WARN_FIRST: u32 = 10;
+const BUSY_WARN_FIRST: u32 = 10;
 /// ... then every 100th (`flush_cnt % 100 == 0`) ...
-pub(crate) const BUSY_WARN_EVERY: u32 = 100;
+const BUSY_WARN_EVERY: u32 = 100;
 /// ... up to the 1000th (`flush_cnt <= 1000`), where the kernel falls silent.
-pub(crate) const BUSY_WARN_KERNEL_LAST: u32 = 1000;
+const BUSY_WARN_KERNEL_LAST: u32 = 1000;
 /// cmwq's extension: after that, every 1000th for as long as it lasts, so that a drain or
 /// destroy that never ends never goes quiet.
-pub(crate) const BUSY_WARN_EVERY_AFTER: u32 = 1000;
+const BUSY_WARN_EVERY_AFTER: u32 = 1000;
 
 /// Whether a drain or destroy still busy after `tries` rounds warns now (the cadence above).
 pub(crate) fn busy_warning_due(tries: u32) -> bool {

@@ -83,7 +83,7 @@ impl<T> Nodes<T> {
 
     /// Number of live nodes, over all lists.
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.chunks.iter().flatten().filter(|s| matches!(s, Slot::Used(_))).count()
     }
 
@@ -162,7 +162,7 @@ impl List {
 
     /// Inserts a new entry right after `at` (which must be on this list).
     #[cfg(test)]
-    pub(crate) fn insert_after<T>(&mut self, nodes: &mut Nodes<T>, at: u32, val: T) -> u32 {
+    fn insert_after<T>(&mut self, nodes: &mut Nodes<T>, at: u32, val: T) -> u32 {
         let idx = nodes.alloc(val);
         let next = nodes.node(at).next;
         self.link_before(nodes, idx, next);

@@ -242,7 +242,7 @@ impl PoolLocked {
 }
 
 /// A flush barrier just inserted: its completion, and the workqueue its pwq belongs to.
-pub(crate) type Barrier = (Arc<Completion>, Arc<dyn super::PwqOwner>);
+type Barrier = (Arc<Completion>, Arc<dyn super::PwqOwner>);
 
 impl PoolGuard<'_> {
     /// Unlinks a queued `work` from this pool, keeping its PENDING for the caller (step 3 of

@@ -117,7 +117,7 @@ impl WorkerPool {
     }
 
     /// The CPU of a per-CPU pool, `None` for an unbound one.
-    pub(crate) fn cpu(&self) -> Option<usize> {
+    fn cpu(&self) -> Option<usize> {
         self.cpu
     }
 
@@ -137,13 +137,13 @@ impl WorkerPool {
     }
 
     /// Whether items wait in the inbox (not yet on the pool's lists).
-    pub(crate) fn inbox_is_empty(&self) -> bool {
+    fn inbox_is_empty(&self) -> bool {
         self.inbox.is_empty()
     }
 
     /// A short name for messages: `0` or `0H` for per-CPU pools, `u3` for
     /// unbound ones.
-    pub(crate) fn tag(&self) -> String {
+    fn tag(&self) -> String {
         match self.cpu {
             Some(c) => format!("{c}{}", if self.highpri { "H" } else { "" }),
             None => format!("u{}", self.id),

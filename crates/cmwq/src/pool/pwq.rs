@@ -87,7 +87,7 @@ pub(crate) struct PwqEvent {
 
 impl PwqEvent {
     /// Whether there is anything to forward.
-    pub(crate) fn any(self) -> bool {
+    fn any(self) -> bool {
         self.flushed || self.empty || self.release
     }
 }

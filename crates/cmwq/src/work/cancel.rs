@@ -17,7 +17,7 @@ use super::Work;
 
 /// What grabbing found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Grabbed {
+pub(super) enum Grabbed {
     /// The item was idle.
     Idle,
     /// A pending instance (queued, or an armed timer) was taken away.
@@ -32,7 +32,7 @@ pub(crate) trait TimerSteal {
 }
 
 /// Takes PENDING of `work` for the caller (`try_to_grab_pending`, retried until it succeeds).
-pub(crate) fn grab_pending(work: &Work, timer: Option<&dyn TimerSteal>) -> Grabbed {
+pub(super) fn grab_pending(work: &Work, timer: Option<&dyn TimerSteal>) -> Grabbed {
     loop {
         if timer.is_some_and(|t| t.steal_timer()) {
             return Grabbed::Pending;
@@ -117,7 +117,7 @@ pub(crate) fn cancel(work: &Work, timer: Option<&dyn TimerSteal>) -> bool {
     g == Grabbed::Pending
 }
 
-pub(crate) fn cancel_sync(work: &Work, timer: Option<&dyn TimerSteal>) -> bool {
+pub(super) fn cancel_sync(work: &Work, timer: Option<&dyn TimerSteal>) -> bool {
     let g = grab_pending(work, timer);
     let raised = work.state().inc_disable();
     work.state().release_claim();
@@ -128,7 +128,7 @@ pub(crate) fn cancel_sync(work: &Work, timer: Option<&dyn TimerSteal>) -> bool {
     g == Grabbed::Pending
 }
 
-pub(crate) fn disable(work: &Work, timer: Option<&dyn TimerSteal>) -> bool {
+pub(super) fn disable(work: &Work, timer: Option<&dyn TimerSteal>) -> bool {
     let g = grab_pending(work, timer);
     if !work.state().inc_disable() {
         eprintln!("cmwq: disable depth of {work:?} at its maximum ({})", super::state::MAX_DISABLE);
@@ -137,7 +137,7 @@ pub(crate) fn disable(work: &Work, timer: Option<&dyn TimerSteal>) -> bool {
     g == Grabbed::Pending
 }
 
-pub(crate) fn enable(work: &Work, timer: Option<&dyn TimerSteal>) -> bool {
+pub(super) fn enable(work: &Work, timer: Option<&dyn TimerSteal>) -> bool {
     let unbalanced = || {
         eprintln!("cmwq: enable of {work:?} that is not disabled");
         false

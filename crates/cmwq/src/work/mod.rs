@@ -29,26 +29,26 @@ pub(crate) const NO_NODE: u32 = u32::MAX;
 
 /// The shared part of a work item. `F` is unsized (`dyn Fn`) in every handle, so the state and
 /// the closure share one allocation.
-pub(crate) struct WorkInner<F: ?Sized> {
+struct WorkInner<F: ?Sized> {
     /// The state word (PENDING, QUEUED, disable depth, last pool).
-    pub(crate) state: WorkState,
+    state: WorkState,
     /// L (of the pool named in `state`): the item's slot in that pool's node arena while
     /// QUEUED, else `NO_NODE`. Written only under that pool's lock; `Relaxed` suffices because
     /// every reader holds the same lock.
-    pub(crate) node: AtomicU32,
+    node: AtomicU32,
     /// I: the name warnings and dumps print with the item's id: the closure's type name
     /// (`std::any::type_name`) or the one given to [`Work::named`].
     pub(crate) name: &'static str,
     /// I: the timer of the delayed item this is the work of (`DelayedWork::from_work`, the
     /// kernel's `to_delayed_work`). The timer holds no handle on the item except while armed
     /// (its callback), so this makes no cycle that outlives an arming.
-    pub(crate) timer: Option<Arc<DelayedTimer>>,
+    timer: Option<Arc<DelayedTimer>>,
     /// The work function.
-    pub(crate) func: F,
+    func: F,
 }
 
 /// The function type every work item is erased to.
-pub(crate) type WorkFn = dyn Fn(&Work) + Send + Sync + 'static;
+type WorkFn = dyn Fn(&Work) + Send + Sync + 'static;
 
 /// A work item: a function that workqueues run, at most once per queueing and never on two
 /// threads at once. Clone it to get another handle to the same item.
@@ -125,7 +125,7 @@ pub(crate) type WorkFn = dyn Fn(&Work) + Send + Sync + 'static;
 /// ```
 #[derive(Clone)]
 pub struct Work {
-    pub(crate) inner: Arc<WorkInner<WorkFn>>,
+    inner: Arc<WorkInner<WorkFn>>,
 }
 
 impl Work {
@@ -148,7 +148,7 @@ impl Work {
     }
 
     /// A new idle item, the work of a delayed item if `timer` is given.
-    pub(crate) fn build<F>(name: &'static str, timer: Option<Arc<DelayedTimer>>, f: F) -> Work
+    fn build<F>(name: &'static str, timer: Option<Arc<DelayedTimer>>, f: F) -> Work
     where
         F: Fn(&Work) + Send + Sync + 'static,
     {

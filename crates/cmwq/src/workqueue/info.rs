@@ -16,7 +16,7 @@ use std::fmt;
 
 /// An arming in `WqInfo::armed`: the timer's identity (`DelayedTimer::key`) and the
 /// arming's generation.
-pub(crate) type ArmedKey = (usize, u64);
+type ArmedKey = (usize, u64);
 
 /// What the pool side needs to know of a workqueue.
 pub(crate) struct WqInfo {
@@ -67,7 +67,7 @@ impl WqInfo {
     /// lock) or after releasing it: a destroyer that checked before the change sees
     /// `destroying` set here (it stored it before taking that lock), so it is woken; one that
     /// checks after sees the change.
-    pub(crate) fn wake_destroyer(&self) {
+    fn wake_destroyer(&self) {
         if self.destroying.load(Ordering::Acquire) {
             self.drained.notify();
         }

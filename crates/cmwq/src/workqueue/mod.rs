@@ -83,7 +83,7 @@ impl WorkPanic<'_> {
 }
 
 /// A workqueue's panic handler.
-pub(crate) type PanicHandler = Arc<dyn Fn(&WorkPanic<'_>) + Send + Sync>;
+type PanicHandler = Arc<dyn Fn(&WorkPanic<'_>) + Send + Sync>;
 
 /// The shared part of a workqueue: kept alive by its handles and by armed delayed items.
 pub(crate) struct WqShared {
@@ -138,7 +138,7 @@ impl Workqueue {
         Runtime::global().workqueue(name)
     }
 
-    pub(crate) fn create(
+    fn create(
         rt: Runtime,
         name: String,
         flags: WqFlags,
@@ -454,7 +454,7 @@ impl WqShared {
     }
 
     /// Hands a warning about this workqueue to the runtime's warning handler. No lock held.
-    pub(crate) fn warn(&self, kind: WarningKind, items: &[String], message: &str) {
+    fn warn(&self, kind: WarningKind, items: &[String], message: &str) {
         let w = Warning { kind, workqueue: &self.info.name, items, message };
         self.rt.shared().env.config.warning_handler.emit(&w);
     }

@@ -26,7 +26,7 @@ use crate::sys::current_cpu;
 
 /// The pwqs new items go to. I: replaced whole, never changed in place.
 #[derive(Debug)]
-pub(crate) enum PwqTable {
+pub(super) enum PwqTable {
     /// One per CPU, in that CPU's normal or highpri pool.
     PerCpu(Vec<Pwq>),
     /// One, in the shared unbound pool.
@@ -36,7 +36,7 @@ pub(crate) enum PwqTable {
 impl PwqTable {
     /// The pwq a queueing lands on before the non-reentrancy redirect: the only one of an
     /// unbound workqueue, else that of `cpu` or of the CPU the caller runs on.
-    pub(crate) fn local(&self, cpu: Option<usize>) -> &Pwq {
+    pub(super) fn local(&self, cpu: Option<usize>) -> &Pwq {
         match self {
             PwqTable::Unbound(p) => p,
             PwqTable::PerCpu(v) => &v[cpu.unwrap_or_else(|| current_cpu(v.len()))],
@@ -55,22 +55,22 @@ impl PwqTable {
 
 /// The workqueue's state behind its lock (`wq->mutex`): the flush colours and every pwq.
 #[derive(Debug)]
-pub(crate) struct WqLocked {
+pub(super) struct WqLocked {
     /// The workqueue side of the flush colours.
     pub(crate) flush: FlushLocked,
     /// Every pwq not yet released: those of the table, then retired ones (`wq->pwqs`).
-    pub(crate) pwqs: Vec<Pwq>,
+    pwqs: Vec<Pwq>,
     /// Counters of the pwqs released so far, so that `Workqueue::stats` never goes back.
     released: WqStats,
 }
 
 impl WqLocked {
-    pub(crate) fn new(pwqs: Vec<Pwq>) -> WqLocked {
+    pub(super) fn new(pwqs: Vec<Pwq>) -> WqLocked {
         WqLocked { flush: FlushLocked::default(), pwqs, released: WqStats::default() }
     }
 
     /// The flush colours and the pwqs to flush (`flush::flush_workqueue` takes them apart).
-    pub(crate) fn flush_parts(&mut self) -> (&mut FlushLocked, &[Pwq]) {
+    pub(super) fn flush_parts(&mut self) -> (&mut FlushLocked, &[Pwq]) {
         (&mut self.flush, &self.pwqs)
     }
 }
@@ -86,7 +86,7 @@ impl WqShared {
     }
 
     /// Creates the workqueue's pwqs on `pools` (one per CPU, or the unbound one).
-    pub(crate) fn make_table(
+    pub(super) fn make_table(
         info: &Arc<WqInfo>,
         pools: &[Arc<WorkerPool>],
         unbound: bool,
@@ -116,7 +116,7 @@ impl WqShared {
     }
 
     /// The counters summed over every pwq, released ones included.
-    pub(crate) fn stats(&self) -> WqStats {
+    pub(super) fn stats(&self) -> WqStats {
         let l = self.mutex.lock();
         let mut s = l.released;
         for p in &l.pwqs {
@@ -143,7 +143,7 @@ impl WqShared {
     // Used by the attribute work that follows (`apply_workqueue_attrs`); exercised by the
     // tests below until then.
     #[cfg_attr(any(not(test), loom, shuttle), allow(dead_code))]
-    pub(crate) fn replace_pwqs(&self) {
+    fn replace_pwqs(&self) {
         // As `apply_workqueue_attrs` holds `wq_pool_mutex`: a freeze cannot slip in between.
         self.rt.shared().with_frozen(|frozen| self.replace_pwqs_locked(frozen));
     }
@@ -166,7 +166,7 @@ impl WqShared {
     }
 
     /// Releases the retired pwqs that hold nothing any more (`pwq_release`).
-    pub(crate) fn release_retired(&self) {
+    pub(super) fn release_retired(&self) {
         let mut l = self.mutex.lock();
         self.release_locked(&mut l);
     }
@@ -185,7 +185,7 @@ impl WqShared {
 
     /// Detaches every pwq from its pool; only once nothing is in flight and no handle is left
     /// (so nothing can queue any more).
-    pub(crate) fn detach(&self) {
+    pub(super) fn detach(&self) {
         let mut l = self.mutex.lock();
         for p in std::mem::take(&mut l.pwqs) {
             p.lock().pwq_unlink(p.slot());
