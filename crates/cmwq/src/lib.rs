@@ -69,9 +69,9 @@ pub use stats::WqStats;
 #[doc(hidden)]
 pub use sync::plant;
 pub use warn::{Warning, WarningKind, MAX_NAMED};
-pub use work::delayed::DelayedWork;
 pub use work::Work;
 pub use workqueue::builder::{WQ_DFL_ACTIVE, WQ_MAX_ACTIVE, WQ_NAME_LEN};
+pub use workqueue::delayed::DelayedWork;
 pub use workqueue::system::{system, system_highpri, system_long, system_unbound};
 pub use workqueue::{WorkPanic, Workqueue, WorkqueueBuilder};
 

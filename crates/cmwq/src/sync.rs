@@ -417,7 +417,7 @@ pub mod plant {
     pub enum Bug {
         /// Issue 9, bug 1 (fixed by 2499073): a delayed item's timer that fired, or was fired
         /// early, forgets its record in the workqueue's armed map without waking a destroyer
-        /// (`work/delayed.rs`, `forget_after_queueing`).
+        /// (`workqueue/delayed.rs`, `forget_after_queueing`).
         ArmedRemovalWakesNobody,
         /// The second lost wake-up fixed by 2499073: a destroyer that leaves does not hand the
         /// wake-up on to a concurrent destroyer (`WqShared::destroy`).

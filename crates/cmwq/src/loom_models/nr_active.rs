@@ -16,7 +16,8 @@ use super::{check, Fixture, Runs};
 use crate::pool::WorkerPool;
 use crate::sync::plant::Bug;
 use crate::sync::Arc;
-use crate::work::{cancel, Work};
+use crate::work::Work;
+use crate::workqueue::cancel;
 use loom::thread;
 
 /// The pwq's active limit in the model: one active item, the others wait.

@@ -7,7 +7,7 @@
 use super::{check, counted_work, Fixture, Runs};
 use crate::sync::plant::Bug;
 use crate::sync::Arc;
-use crate::work::cancel;
+use crate::workqueue::cancel;
 use loom::thread;
 
 fn queue_vs_cancel_vs_worker() {

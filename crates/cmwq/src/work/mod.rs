@@ -12,16 +12,12 @@
 //! A [`Work`] is a cheap handle (`Arc`): clones name the same item. Queueing an existing item
 //! allocates nothing.
 
-pub(crate) mod cancel;
-pub(crate) mod delayed;
 pub(crate) mod job;
 pub(crate) mod state;
 
-use crate::error::Error;
 use crate::sync::{Arc, AtomicU32, Ordering};
-use crate::workqueue::WqShared;
-use delayed::DelayedTimer;
 use state::WorkState;
+use std::any::Any;
 use std::fmt;
 
 /// The sentinel for "not on any pool list".
@@ -42,10 +38,14 @@ struct WorkInner<F: ?Sized> {
     /// I: the timer of the delayed item this is the work of (`DelayedWork::from_work`, the
     /// kernel's `to_delayed_work`). The timer holds no handle on the item except while armed
     /// (its callback), so this makes no cycle that outlives an arming.
-    timer: Option<Arc<DelayedTimer>>,
+    /// Erased here so that the item does not name the workqueue layer that defines it.
+    timer: Option<Arc<DelayedTimerAny>>,
     /// The work function.
     func: F,
 }
+
+/// What a delayed item's timer is erased to in its work (`workqueue::delayed::DelayedTimer`).
+pub(crate) type DelayedTimerAny = dyn Any + Send + Sync;
 
 /// The function type every work item is erased to.
 type WorkFn = dyn Fn(&Work) + Send + Sync + 'static;
@@ -148,7 +148,7 @@ impl Work {
     }
 
     /// A new idle item, the work of a delayed item if `timer` is given.
-    fn build<F>(name: &'static str, timer: Option<Arc<DelayedTimer>>, f: F) -> Work
+    pub(crate) fn build<F>(name: &'static str, timer: Option<Arc<DelayedTimerAny>>, f: F) -> Work
     where
         F: Fn(&Work) + Send + Sync + 'static,
     {
@@ -157,20 +157,9 @@ impl Work {
         Work { inner }
     }
 
-    /// From a work function: queues `self` again on the workqueue of the item the calling
-    /// worker runs (the kernel's `queue_work(wq, work)` inside a work function; see "Queueing
-    /// itself again" above). Returns `false` if it was already pending or disabled, or if the
-    /// queueing was refused (with a warning): outside a work function. While the workqueue
-    /// drains or is destroyed its own items may still queue (chained work), as with
-    /// [`Workqueue::queue`](crate::Workqueue::queue). [`Work::try_requeue`] says why.
-    pub fn requeue(&self) -> bool {
-        self.try_requeue().unwrap_or_else(|e| crate::workqueue::warn(&e))
-    }
-
-    /// Like [`Work::requeue`], saying why a refusal was refused: [`Error::NotInWorker`]
-    /// outside a work function.
-    pub fn try_requeue(&self) -> Result<bool, Error> {
-        WqShared::of_current_item()?.queue_work(None, self)
+    /// The timer of the delayed item this is the work of, erased (`DelayedWork::from_work`).
+    pub(crate) fn delayed_timer(&self) -> Option<&Arc<DelayedTimerAny>> {
+        self.inner.timer.as_ref()
     }
 
     /// The item's name: the closure's type name, or the one given to [`Work::named`].

@@ -35,7 +35,7 @@ const POOL_SHIFT: u32 = 32;
 pub(crate) const POOL_NONE: u32 = u32::MAX;
 
 /// The maximum disable depth (`WORK_OFFQ_DISABLE_BITS` = 16).
-pub(super) const MAX_DISABLE: u64 = 0xffff;
+pub(crate) const MAX_DISABLE: u64 = 0xffff;
 
 /// One read of the state word.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -151,7 +151,7 @@ impl WorkState {
     }
 
     /// Owned: raise the disable depth. Returns false at the maximum depth.
-    pub(super) fn inc_disable(&self) -> bool {
+    pub(crate) fn inc_disable(&self) -> bool {
         self.0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
                 let d = (s & DISABLE_MASK) >> DISABLE_SHIFT;
@@ -161,7 +161,7 @@ impl WorkState {
     }
 
     /// Owned: lower the disable depth. Returns the new depth, or `None` on underflow.
-    pub(super) fn dec_disable(&self) -> Option<u64> {
+    pub(crate) fn dec_disable(&self) -> Option<u64> {
         self.0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
                 let d = (s & DISABLE_MASK) >> DISABLE_SHIFT;

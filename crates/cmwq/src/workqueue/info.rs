@@ -2,13 +2,13 @@
 //! their events go (`pool::PwqOwner`): flush colours completing, a pwq emptying (a destroyer
 //! waits for that), a retired pwq to release, a mayday for its rescuer, a panic to report.
 
+use super::delayed::DelayedTimer;
 use super::{PanicHandler, WorkPanic, WqFlags, WqShared};
 use crate::clock::Sleeper;
 use crate::flush::FlushShared;
 use crate::pool::{Pwq, PwqEvent, PwqOwner};
 use crate::rescuer::Rescuer;
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
-use crate::work::delayed::DelayedTimer;
 use crate::work::Work;
 use std::any::Any;
 use std::collections::HashMap;

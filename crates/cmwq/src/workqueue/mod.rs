@@ -19,9 +19,12 @@
 //!
 //! Files: `builder` (names, flags, limits), `info` (what the pwqs know of the workqueue, and
 //! where their events go), `pwqs` (the pwq table, the workqueue lock, replacement and release),
-//! `system` (the system workqueues). Drain and destroy: docs/design.md §7.
+//! `system` (the system workqueues), `cancel` (grabbing, cancelling and disabling items),
+//! `delayed` (delayed items and their timers). Drain and destroy: docs/design.md §7.
 
 pub(crate) mod builder;
+pub(crate) mod cancel;
+pub(crate) mod delayed;
 mod info;
 mod pwqs;
 pub(crate) mod system;
@@ -37,9 +40,9 @@ use crate::runtime::Runtime;
 use crate::stats::WqStats;
 use crate::sync::{Arc, ArcCell, AtomicBool, AtomicUsize, Mutex, Ordering, Weak};
 use crate::warn::{Warning, WarningKind};
-use crate::work::delayed::DelayedTimer;
 use crate::work::Work;
 pub use builder::WorkqueueBuilder;
+use delayed::DelayedTimer;
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
@@ -352,6 +355,26 @@ impl Workqueue {
 pub(crate) fn warn(e: &Error) -> bool {
     eprintln!("cmwq: queueing refused: {e}");
     false
+}
+
+/// Queueing an item again from its own work function (the workqueue is the one of the item
+/// the calling worker runs).
+impl Work {
+    /// From a work function: queues `self` again on the workqueue of the item the calling
+    /// worker runs (the kernel's `queue_work(wq, work)` inside a work function; see "Queueing
+    /// itself again" above). Returns `false` if it was already pending or disabled, or if the
+    /// queueing was refused (with a warning): outside a work function. While the workqueue
+    /// drains or is destroyed its own items may still queue (chained work), as with
+    /// [`Workqueue::queue`](crate::Workqueue::queue). [`Work::try_requeue`] says why.
+    pub fn requeue(&self) -> bool {
+        self.try_requeue().unwrap_or_else(|e| warn(&e))
+    }
+
+    /// Like [`Work::requeue`], saying why a refusal was refused: [`Error::NotInWorker`]
+    /// outside a work function.
+    pub fn try_requeue(&self) -> Result<bool, Error> {
+        WqShared::of_current_item()?.queue_work(None, self)
+    }
 }
 
 impl WqShared {

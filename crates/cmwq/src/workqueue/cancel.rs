@@ -13,7 +13,7 @@
 //! `cancel_sync` raises the disable depth while it waits for a running instance, so every
 //! queueing meanwhile (including the function queueing itself) fails; then lowers it again.
 
-use super::Work;
+use crate::work::Work;
 
 /// What grabbing found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,7 @@ pub(super) fn cancel_sync(work: &Work, timer: Option<&dyn TimerSteal>) -> bool {
 pub(super) fn disable(work: &Work, timer: Option<&dyn TimerSteal>) -> bool {
     let g = grab_pending(work, timer);
     if !work.state().inc_disable() {
-        eprintln!("cmwq: disable depth of {work:?} at its maximum ({})", super::state::MAX_DISABLE);
+        eprintln!("cmwq: disable depth of {work:?} at its maximum ({})", crate::work::state::MAX_DISABLE);
     }
     work.state().release_claim();
     g == Grabbed::Pending

@@ -15,12 +15,12 @@
 //! leaves the record to the callback and retries (the item is "in transit" for that moment).
 
 use super::cancel::{self, TimerSteal};
-use super::state::WorkState;
-use super::Work;
+use super::{warn, Workqueue, WqShared};
 use crate::error::Error;
 use crate::sync::{Arc, Mutex, Ordering};
 use crate::timer::TimerId;
-use crate::workqueue::{warn, Workqueue, WqShared};
+use crate::work::state::WorkState;
+use crate::work::Work;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -237,7 +237,7 @@ impl DelayedWork {
     /// The delayed item whose work `work` is, if it is one (the kernel's `to_delayed_work`):
     /// what a work function uses to re-arm its own delayed item ([`DelayedWork::requeue`]).
     pub fn from_work(work: &Work) -> Option<DelayedWork> {
-        let timer = work.inner.timer.clone()?;
+        let timer = work.delayed_timer()?.clone().downcast::<DelayedTimer>().ok()?;
         Some(DelayedWork { work: work.clone(), timer })
     }
 
