@@ -52,6 +52,12 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
         ));
         r.record("b1", sys, "items_per_s", rate);
     }
+    // The detector's cost: the same build with the sampling monitor instead.
+    let mut runs = interleaved(&["cmwq", "cmwq-sample"], RUNS, |sys| throughput(sys, ncpu, CmwqKind::PerCpuLocal))?;
+    let (on, off) = (median(&mut runs[0]), median(&mut runs[1]));
+    r.say(&format!("b1 cmwq switch detector on {:.2} / off {:.2} M items/s ({:.3}x)", on / 1e6, off / 1e6, on / off));
+    r.record("b1", "cmwq-sample", "items_per_s", off);
+    r.record("b1", "cmwq", "ratio_detector_on_vs_off", on / off);
     let rate = throughput("cmwq", ncpu, CmwqKind::Unbound { max_active: 0 })?;
     r.say(&format!("b1 cmwq (unbound) {:>6.2} M items/s", rate / 1e6));
     r.record("b1", "cmwq", "items_per_s_unbound", rate);

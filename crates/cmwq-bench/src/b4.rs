@@ -7,8 +7,9 @@
 //! count before the pool was built), `ctx_switches` (voluntary plus involuntary, whole
 //! process, during the run), `ideal_ms` = total CPU time / cores (200 x 4 ms / ncpu, 400 ms on
 //! two cores; never below one item's 9 ms) and `ratio_vs_ideal`. For cmwq also `cm_wakeups`
-//! (workers started because one slept) and `monitor_cpu_ms` (CPU time of its monitor thread,
-//! which samples busy workers while items wait).
+//! (workers started because one slept), `monitor_cpu_ms` (CPU time of its monitor thread,
+//! which watches busy workers while items wait) and `detector` (1: the context-switch
+//! detector ran, 0: the sampling monitor; `CMWQ_DETECTOR` chooses).
 //!
 //! cmwq uses a per-CPU workqueue with the items spread over the CPUs' pools (`queue_on`): a
 //! worker that sleeps is noticed by the monitor and another starts, so the cores stay busy
@@ -52,6 +53,7 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
         let switches = Usage::now().switches_since(&u0);
         let peak = sampler.stop();
         let cm_wakeups = pool.cmwq().map(|wq| wq.stats().cm_wakeup);
+        let switch = pool.cmwq().map(|wq| wq.runtime().detector() == cmwq::Detector::Switch);
         let monitor_cpu = threads_cpu_time("cmwq-monitor");
         pool.finish(!done);
         r.say(&format!(
@@ -67,6 +69,10 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
         if let Some(n) = cm_wakeups {
             r.record("b4", sys, "cm_wakeups", n as f64);
             r.record("b4", sys, "monitor_cpu_ms", monitor_cpu.as_secs_f64() * 1e3);
+        }
+        if let Some(sw) = switch {
+            // 1: the context-switch detector ran; 0: the sampling monitor.
+            r.record("b4", sys, "detector", f64::from(u8::from(sw)));
         }
     }
     let ratio = r.get("b4", "cmwq", "ratio_vs_ideal").unwrap_or(f64::NAN);

@@ -25,7 +25,7 @@ const ITEMS: u64 = 1_000_000;
 const DEADLINE: Duration = Duration::from_secs(5);
 /// Runs per system, interleaved with the other systems' runs; the median is reported.
 const RUNS: usize = 5;
-const B9_SYSTEMS: &[&str] = &["cmwq", "tokio", "crossbeam"];
+const B9_SYSTEMS: &[&str] = &["cmwq", "cmwq-sample", "tokio", "crossbeam"];
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -73,8 +73,9 @@ fn one_run(sys: &str, ncpu: usize) -> Result<(f64, bool), String> {
         (ran as f64 / elapsed.as_secs_f64(), in_order)
     };
     Ok(match sys {
-        "cmwq" => {
-            let rt = Runtime::builder().cpus(ncpu).build();
+        "cmwq" | "cmwq-sample" => {
+            let det = if sys == "cmwq" { cmwq::Detector::Switch } else { cmwq::Detector::Sample };
+            let rt = Runtime::builder().cpus(ncpu).detector(det).build();
             let wq = rt.workqueue("b9").ordered().build().map_err(|e| format!("cmwq: {e}"))?;
             let out = submit_all(&mut |k| assert!(wq.spawn(move || o.step(k)), "cmwq refused an item"));
             drop(wq);
@@ -135,6 +136,9 @@ pub(crate) fn run(r: &mut Report) -> Result<(), String> {
         let v = r.get("b9", sys, "items_per_s").unwrap_or(f64::NAN);
         r.record("b9", sys, "ratio_vs_crossbeam", v / base);
     }
+    let on = r.get("b9", "cmwq", "items_per_s").unwrap_or(f64::NAN);
+    let off = r.get("b9", "cmwq-sample", "items_per_s").unwrap_or(f64::NAN);
+    r.record("b9", "cmwq", "ratio_detector_on_vs_off", on / off);
     let ratio = r.get("b9", "cmwq", "ratio_vs_crossbeam").unwrap_or(0.0);
     let ordered = r.get("b9", "cmwq", "in_order").unwrap_or(0.0);
     r.record("b9", "cmwq", "meets_target", f64::from(u8::from(ratio >= 0.5 && ordered == 1.0)));

@@ -30,6 +30,7 @@
 //! ```
 
 mod b1;
+mod b11;
 mod b2;
 mod b3;
 mod b4;
@@ -46,7 +47,8 @@ mod s2;
 use std::collections::BTreeMap;
 
 /// The workloads, in the order a full run takes them.
-pub const WORKLOADS: &[&str] = &["b1", "b2", "b3", "b4", "b5", "b6-k0", "b6-k1", "b6-k4", "b7", "b8", "b9", "s1", "s2"];
+pub const WORKLOADS: &[&str] =
+    &["b1", "b2", "b3", "b4", "b5", "b6-k0", "b6-k1", "b6-k4", "b7", "b8", "b9", "b11", "s1", "s2"];
 
 /// One measured number.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +128,7 @@ pub fn run(workloads: &[String], progress: &mut dyn FnMut(&str)) -> Result<Vec<R
             "b7" => b7::run(&mut report)?,
             "b8" => b8::run(&mut report)?,
             "b9" => b9::run(&mut report)?,
+            "b11" => b11::run(&mut report)?,
             "s1" => s1::run(&mut report)?,
             "s2" => s2::run(&mut report)?,
             _ => unreachable!("validated above"),

@@ -87,8 +87,11 @@ impl Pool {
     /// which workqueue cmwq uses.
     pub fn new(name: &str, ncpu: usize, cmwq: CmwqKind) -> Result<Pool, String> {
         Ok(match name {
-            "cmwq" => {
-                let rt = Runtime::builder().cpus(ncpu).build();
+            "cmwq" | "cmwq-sample" => {
+                // `cmwq-sample`: the same with the sampling monitor instead of the switch
+                // detector (the detector's cost, B1 and B9).
+                let det = if name == "cmwq" { cmwq::Detector::Switch } else { cmwq::Detector::Sample };
+                let rt = Runtime::builder().cpus(ncpu).detector(det).build();
                 let b = rt.workqueue("bench");
                 let b = match cmwq {
                     CmwqKind::Unbound { max_active } => b.unbound().max_active(max_active),

@@ -24,6 +24,9 @@ pub(crate) struct Config {
     pub(crate) mayday_initial_timeout: Duration,
     pub(crate) mayday_interval: Duration,
     pub(crate) rescuer_algorithm: RescuerAlgorithm,
+    /// The blocking detector asked for (`RuntimeBuilder::detector`); `None`: `CMWQ_DETECTOR`,
+    /// else `switch` where the kernel allows it.
+    pub(crate) detector: Option<crate::monitor::Detector>,
     /// Where warnings go (default: stderr).
     pub(crate) warning_handler: crate::warn::WarningHandler,
     /// The bug a shuttle twin test planted in this runtime (`sync::plant`).

@@ -57,6 +57,7 @@ pub use debug::flush_dependency_warnings;
 pub use env::RescuerAlgorithm;
 pub use error::Error;
 pub use introspect::{PendingEntry, PoolInfo, PwqInfo};
+pub use monitor::Detector;
 pub use pool::blocking;
 pub use rescuer::RESCUER_BATCH;
 pub use runtime::{

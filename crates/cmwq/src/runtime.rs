@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::env::{Config, Env};
 use crate::error::Error;
 use crate::introspect::PoolInfo;
-use crate::monitor::Monitor;
+use crate::monitor::{Detector, Monitor};
 use crate::pool::{create_worker, WorkerPool};
 use crate::spawn::{SpawnRequest, Spawner, ThreadKind, ThreadSpawner};
 use crate::sync::global::OnceLock;
@@ -219,6 +219,12 @@ impl Runtime {
         WorkqueueBuilder::new(self.clone(), name)
     }
 
+    /// The blocking detector in effect ([`RuntimeBuilder::detector`]): `Switch` only if it
+    /// was asked for and the kernel opened a switch event here.
+    pub fn detector(&self) -> Detector {
+        self.shared().env.monitor.detector()
+    }
+
     /// Number of modelled CPUs.
     pub fn nr_cpus(&self) -> usize {
         self.handle.shared.env.config.nr_cpus
@@ -294,6 +300,7 @@ impl Default for RuntimeBuilder {
                 mayday_initial_timeout: MAYDAY_INITIAL_TIMEOUT,
                 mayday_interval: MAYDAY_INTERVAL,
                 rescuer_algorithm: crate::env::RescuerAlgorithm::default(),
+                detector: None,
                 warning_handler: crate::warn::WarningHandler::default(),
                 #[cfg(shuttle)]
                 plant: None,
@@ -396,6 +403,19 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How blocking inside items of per-CPU pools is noticed (docs/design.md §4.2):
+    /// [`Detector::Switch`] (the default where the kernel allows perf events) from each
+    /// worker's context-switch records, within tens of microseconds; [`Detector::Sample`] by
+    /// sampling thread clocks, within a millisecond or two. Without this call the
+    /// `CMWQ_DETECTOR` environment variable (`switch` or `sample`) decides. `Switch` falls
+    /// back to sampling, never to an error, where perf events are refused (for the whole
+    /// runtime, or per worker where only some events open), and under a [`ManualClock`](crate::ManualClock)
+    /// (the switch detector waits in real time). [`Runtime::detector`] says which runs.
+    pub fn detector(mut self, d: Detector) -> Self {
+        self.config.detector = Some(d);
+        self
+    }
+
     /// Stack size of worker threads (default: the platform's).
     pub fn worker_stack_size(mut self, bytes: usize) -> Self {
         self.config.worker_stack_size = Some(bytes);
@@ -434,9 +454,21 @@ impl RuntimeBuilder {
         if !(1..=MAX_CPUS).contains(&cpus) {
             return Err(Error::InvalidCpuCount { cpus, max: MAX_CPUS });
         }
+        let detector = match self.config.detector {
+            Some(d) => d,
+            None => match std::env::var("CMWQ_DETECTOR") {
+                Ok(v) => {
+                    Detector::from_name(&v).ok_or(Error::InvalidAttrs("CMWQ_DETECTOR must be `switch` or `sample`"))?
+                }
+                Err(_) => Detector::Switch,
+            },
+        };
+        #[cfg(all(test, loom))]
+        let detector = if self.model { Detector::Sample } else { detector };
+        let switch = detector == Detector::Switch && !self.clock.is_manual();
         let env = Arc::new(Env {
             timers: TimerService::new(self.clock.clone()),
-            monitor: Monitor::new(),
+            monitor: Monitor::new(switch),
             config: self.config,
             clock: self.clock,
             spawner: self.spawner,
@@ -475,6 +507,18 @@ impl RuntimeBuilder {
         };
         let e1 = env.clone();
         service("cmwq-timer", Box::new(move || e1.timers.run()))?;
+        if env.monitor.detector() == Detector::Switch {
+            let e3 = env.clone();
+            service(
+                "cmwq-detector",
+                Box::new(move || {
+                    // Lowest priority (monitor/mod.rs, `run_detector`): it must never preempt
+                    // a worker it watches.
+                    crate::sys::set_current_nice(crate::sys::LOW_NICE);
+                    e3.monitor.run_detector()
+                }),
+            )?;
+        }
         let e2 = env.clone();
         service(
             "cmwq-monitor",

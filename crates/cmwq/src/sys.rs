@@ -135,6 +135,10 @@ pub(crate) fn current_cpu(nr_cpus: usize) -> usize {
 /// = `MIN_NICE`), and of the monitor, which stands in for scheduler hooks.
 pub(crate) const HIGH_NICE: i32 = -20;
 
+/// The nice level of the switch detector (`MAX_NICE`): it runs when a CPU is free, which is
+/// when a blocked worker leaves one, and never preempts the workers whose switches wake it.
+pub(crate) const LOW_NICE: i32 = 19;
+
 /// Sets the calling thread's nice level (on Linux, nice is per thread). Without the privilege
 /// to raise priority (CAP_SYS_NICE) this quietly does nothing: the thread keeps its own.
 pub(crate) fn set_current_nice(nice: i32) {
@@ -149,4 +153,148 @@ pub(crate) fn set_current_nice(nice: i32) {
 /// `vm.max_map_count`: how many memory mappings the process may have.
 pub(crate) fn max_map_count() -> Option<usize> {
     std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?.trim().parse().ok()
+}
+
+/// A worker's context-switch event (`monitor::switch`): a software perf event on the calling
+/// thread (`PERF_COUNT_SW_DUMMY`, `context_switch = 1`, user space only) whose small ring
+/// receives a `PERF_RECORD_SWITCH` on every switch out and in, stamped with CLOCK_MONOTONIC,
+/// and wakes a poller of its fd at every record (`watermark`, `wakeup_watermark = 1`; the
+/// kernel does not wake for these records with `wakeup_events`). Opened and read through the
+/// safe API of the `perf-event2` crate; closed with the worker's record.
+pub(crate) struct SwitchEvent {
+    sampler: perf_event::Sampler,
+}
+
+impl std::fmt::Debug for SwitchEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwitchEvent").finish_non_exhaustive()
+    }
+}
+
+/// Bytes of a switch ring's data area: 256 records of 16 bytes. A ring fills only if its
+/// worker switches 256 times between two reads (the monitor drains busy workers' rings at
+/// least every `cm_tick`); a full ring drops records and says so (`PERF_RECORD_LOST`).
+pub(crate) const SWITCH_RING_BYTES: usize = 4096;
+
+impl SwitchEvent {
+    /// Opens the calling thread's event. Fails where perf events are refused
+    /// (`perf_event_paranoid` 3 or more, seccomp, ENOSYS), out of file descriptors, or over
+    /// the locked-memory limit for rings (`perf_event_mlock_kb`); the worker is then watched by
+    /// sampling.
+    pub(crate) fn open_current() -> std::io::Result<SwitchEvent> {
+        if cfg!(any(loom, shuttle)) {
+            // Modelled threads share the test's OS thread (see the module docs).
+            return Err(std::io::Error::from(std::io::ErrorKind::Unsupported));
+        }
+        use perf_event::events::Software;
+        use perf_event::{Builder, Clock, SampleFlag};
+        let sampler = Builder::new(Software::DUMMY)
+            .observe_self()
+            .any_cpu()
+            .exclude_kernel(true)
+            .exclude_hv(true)
+            .context_switch(true)
+            .sample_id_all(true)
+            .sample(SampleFlag::TIME)
+            .clockid(Clock::MONOTONIC)
+            .wakeup_watermark(1)
+            .enabled(true)
+            .build()?
+            .sampled(SWITCH_RING_BYTES)?;
+        Ok(SwitchEvent { sampler })
+    }
+
+    /// Reads every record the ring holds, oldest first, as `(type, misc, body)`, and frees
+    /// their space.
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(u32, u16, &[u8])) {
+        while let Some(r) = self.sampler.next_record() {
+            f(r.ty(), r.misc(), &r.to_contiguous());
+        }
+    }
+}
+
+impl std::os::fd::AsFd for SwitchEvent {
+    /// The event's fd, to register with a [`Poller`]. `perf-event2` offers only `AsRawFd`.
+    #[allow(unsafe_code)]
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the fd is the sampler's own `File`, open for as long as the sampler lives,
+        // and the borrow is tied to `&self`, so it cannot outlive the fd or see it reused.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.sampler.as_raw_fd()) }
+    }
+}
+
+/// The monitor's wait when switch events are on: an epoll set of the watched workers' switch
+/// events plus an eventfd that [`Poller::wake`] writes (note_busy, note_waiting, stop).
+/// Every fd is registered once, disarmed (no events), and armed only while its worker is
+/// watched, so records of a worker nobody watches wake no one.
+#[derive(Debug)]
+pub(crate) struct Poller {
+    epoll: std::os::fd::OwnedFd,
+    wake: std::os::fd::OwnedFd,
+}
+
+/// The eventfd's token in the epoll set.
+pub(crate) const WAKE_TOKEN: u64 = u64::MAX;
+
+impl Poller {
+    pub(crate) fn new() -> std::io::Result<Poller> {
+        use rustix::event::{epoll, eventfd, EventfdFlags};
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        epoll::add(&epoll, &wake, epoll::EventData::new_u64(WAKE_TOKEN), epoll::EventFlags::IN)?;
+        Ok(Poller { epoll, wake })
+    }
+
+    /// Registers `fd` under `token`, disarmed.
+    pub(crate) fn add(&self, fd: std::os::fd::BorrowedFd<'_>, token: u64) -> std::io::Result<()> {
+        use rustix::event::epoll;
+        Ok(epoll::add(&self.epoll, fd, epoll::EventData::new_u64(token), epoll::EventFlags::empty())?)
+    }
+
+    /// Arms (readable wakes the waiter) or disarms `fd`.
+    pub(crate) fn arm(&self, fd: std::os::fd::BorrowedFd<'_>, token: u64, on: bool) {
+        use rustix::event::epoll;
+        let flags = if on { epoll::EventFlags::IN } else { epoll::EventFlags::empty() };
+        // Fails only if the fd was closed (its worker exited): nothing to watch then.
+        let _ = epoll::modify(&self.epoll, fd, epoll::EventData::new_u64(token), flags);
+    }
+
+    /// Removes `fd` (before it is closed, so the set never names a reused fd).
+    pub(crate) fn remove(&self, fd: std::os::fd::BorrowedFd<'_>) {
+        let _ = rustix::event::epoll::delete(&self.epoll, fd);
+    }
+
+    /// Wakes a waiter.
+    pub(crate) fn wake(&self) {
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+    }
+
+    /// Waits until a registered fd is readable, [`Poller::wake`] is called, or `timeout`
+    /// passes; returns the ready tokens in `out` (the wake token consumed and left out).
+    /// An interrupted wait returns with nothing ready; any other error is returned.
+    pub(crate) fn wait(&self, timeout: Option<std::time::Duration>, out: &mut Vec<u64>) -> std::io::Result<()> {
+        use rustix::event::epoll;
+        out.clear();
+        let ts = timeout.map(|d| rustix::time::Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: d.subsec_nanos() as _,
+        });
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(32);
+        match epoll::wait(&self.epoll, rustix::buffer::spare_capacity(&mut events), ts.as_ref()) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        for e in &events {
+            let t = e.data.u64();
+            if t == WAKE_TOKEN {
+                let mut buf = [0u8; 8];
+                let _ = rustix::io::read(&self.wake, &mut buf);
+            } else {
+                out.push(t);
+            }
+        }
+        Ok(())
+    }
 }

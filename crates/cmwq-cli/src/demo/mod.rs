@@ -383,6 +383,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
         &mut screen,
     )?;
     drop(wqs);
+    let detector = rt.detector();
     drop(rt);
 
     // ---- Phase 3: a fixed pool of `cpus` plain threads ----
@@ -437,6 +438,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     print_summary(&Summary {
         n,
         cpus,
+        detector,
         bound,
         deadline,
         final_rows,

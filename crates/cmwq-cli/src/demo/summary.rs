@@ -29,6 +29,8 @@ pub(super) fn pct(v: &[Duration], p: f64) -> Duration {
 pub(super) struct Summary<'a> {
     pub(super) n: usize,
     pub(super) cpus: usize,
+    /// The blocking detector cmwq ran with (`CMWQ_DETECTOR`).
+    pub(super) detector: cmwq::Detector,
     pub(super) bound: Duration,
     pub(super) deadline: Duration,
     pub(super) final_rows: Vec<WqRow>,
@@ -74,6 +76,14 @@ pub(super) fn print_summary(s: &Summary<'_>) {
         human(s.bound)
     );
     println!("concurrency management in cmwq:");
+    println!(
+        "  blocking detector: {} ({})",
+        s.detector.name(),
+        match s.detector {
+            cmwq::Detector::Switch => "each worker's context-switch records: a blocked worker is replaced within tens of microseconds",
+            _ => "sampling workers' CPU clocks while items wait: a block is noticed within 0.3-1.5 ms; CMWQ_DETECTOR=switch where perf events are allowed",
+        }
+    );
     println!(
         "  workers alive: {} at start, peak {}, {} at end (idle workers are culled after 300 s)",
         s.workers_at_start,

@@ -17,6 +17,7 @@
 //! wakes and takes the next item, counted as a `cm_wakeup` of the item that slept.
 
 use super::{flags, PoolGuard, PoolLocked, Sleeping};
+use crate::monitor::switch::{self, Seen, Verdict, WorkerSwitch};
 use crate::monitor::MonSample;
 use crate::sync::{Arc, Ordering};
 use crate::sys::ThreadProbe;
@@ -75,6 +76,7 @@ impl PoolLocked {
                 counts: w.flags & flags::NOT_RUNNING == 0,
                 sleeping: w.sleeping,
                 mon: &w.mon,
+                switch: w.switch.as_ref(),
             });
         }
     }
@@ -95,6 +97,8 @@ pub(crate) struct BusyView<'a> {
     pub(crate) sleeping: Sleeping,
     /// What the monitor remembered of it.
     pub(crate) mon: &'a MonSample,
+    /// Its switch event (`Detector::Switch`), if it has one.
+    pub(crate) switch: Option<&'a Arc<WorkerSwitch>>,
 }
 
 impl PoolGuard<'_> {
@@ -143,6 +147,45 @@ impl PoolGuard<'_> {
             self.pwqs[slot].stats.cpu_intensive += 1;
         }
         self.cm_kick(me);
+    }
+
+    /// What worker `me`'s switch records say now (`seen`), applied if `ws` is still its event
+    /// and it is busy: the switch detector's source of `worker_sleeping` (a blocking
+    /// switch-out of a counted worker) and `worker_running` (a switch-in of a worker marked
+    /// sleeping; `now_ns`: its run time, if known). Returns what was done, if anything.
+    pub(crate) fn worker_switched(
+        &mut self,
+        me: usize,
+        ws: &Arc<WorkerSwitch>,
+        seen: Seen,
+        now_ns: Option<u64>,
+    ) -> Option<Verdict> {
+        let w = self.workers.get(me)?;
+        if w.current.is_none() || !w.switch.as_ref().is_some_and(|s| Arc::ptr_eq(s, ws)) {
+            return None;
+        }
+        match switch::verdict(seen, w.sleeping == Sleeping::Seen) {
+            Verdict::Sleeping if w.sleeping == Sleeping::No => {
+                self.worker_sleeping(me, Sleeping::Seen).then_some(Verdict::Sleeping)
+            }
+            Verdict::Running => {
+                self.worker_running(me, now_ns);
+                Some(Verdict::Running)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether worker `me`'s switch records are worth waking for: it is busy and either counts
+    /// while items wait behind running workers (a block must start the next item) or is
+    /// marked sleeping (its switch-in must count it again).
+    pub(crate) fn switch_wanted(&self, me: usize) -> bool {
+        let Some(w) = self.workers.get(me) else { return false };
+        w.current.is_some()
+            && (w.sleeping == Sleeping::Seen
+                || (w.flags & flags::NOT_RUNNING == 0
+                    && w.sleeping == Sleeping::No
+                    && self.items_wait_behind_running()))
     }
 
     /// What the monitor remembers of worker `id`, if it still runs execution `seq`, with the

@@ -77,6 +77,9 @@ pub(super) struct WorkerRec {
     pub(super) handle: Option<thread::JoinHandle<()>>,
     /// Run-time probe of the worker's thread, for the monitor (None if /proc is unreadable).
     pub(super) probe: Option<Arc<crate::sys::ThreadProbe>>,
+    /// The worker's switch event (per-CPU pools with `Detector::Switch`; None where it could
+    /// not be opened: the monitor samples this worker instead).
+    pub(super) switch: Option<Arc<crate::monitor::switch::WorkerSwitch>>,
     /// Monitor state.
     pub(super) mon: crate::monitor::MonSample,
 }
@@ -93,6 +96,7 @@ impl WorkerRec {
             last_active: now,
             handle: None,
             probe: None,
+            switch: None,
             mon: crate::monitor::MonSample::default(),
         }
     }
@@ -141,10 +145,12 @@ pub(super) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
         crate::sys::set_current_nice(crate::sys::HIGH_NICE);
     }
     let probe = ThreadProbe::open_current(pool.is_cm()).map(Arc::new);
+    let switch = if pool.is_cm() { pool.env().monitor.open_switch(&pool, me) } else { None };
     // The last item run, dropped only while no lock is held.
     let mut deferred: Option<Work> = None;
     let mut g = pool.lock();
     g.workers[me].probe = probe;
+    g.workers[me].switch = switch.clone();
     loop {
         if g.workers[me].flags & flags::DIE != 0 {
             let rec = g.workers.remove(me);
@@ -153,6 +159,9 @@ pub(super) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
                 g.exited.push(h);
             }
             drop(g);
+            if let Some(ws) = &switch {
+                pool.env().monitor.close_switch(ws);
+            }
             drop(deferred.take());
             set_current(None);
             return;
@@ -187,6 +196,11 @@ pub(super) fn worker_thread(pool: Arc<WorkerPool>, me: usize, parker: Parker) {
         g.worker_enter_idle(me);
         drop(g);
         drop(deferred.take());
+        if let Some(ws) = &switch {
+            // Read what the busy spell left in the ring, so that records of short items
+            // never fill it (a full ring drops records: monitor::switch).
+            ws.drain();
+        }
         parker.park();
         g = pool.lock();
     }

@@ -23,11 +23,48 @@
 //! `pread` (only when a clock stopped), all through safe crate APIs (`sys.rs`). Where these are unavailable,
 //! only the `blocking` hint manages concurrency.
 
+pub(crate) mod switch;
+
 use crate::clock::{Clock, Sleeper};
 use crate::pool::{Sleeping, WorkerPool};
-use crate::sync::{Arc, AtomicU8, Mutex, Ordering};
-use crate::sys::ThreadProbe;
+use crate::sync::{Arc, AtomicU64, AtomicU8, Mutex, Ordering};
+use crate::sys::{Poller, SwitchEvent, ThreadProbe};
+use std::collections::HashMap;
 use std::time::Duration;
+use switch::{Seen, Verdict, WorkerSwitch};
+
+/// How the monitor learns that a busy worker of a per-CPU pool blocked
+/// ([`RuntimeBuilder::detector`](crate::RuntimeBuilder::detector), `CMWQ_DETECTOR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Detector {
+    /// From the kernel's context-switch records (a perf event per worker, `switch`): a
+    /// blocked worker is replaced within tens of microseconds. Where the kernel refuses perf
+    /// events, or for a worker whose event could not be opened, sampling is used instead.
+    Switch,
+    /// By sampling busy workers' CPU clocks and thread states while items wait (`sample`):
+    /// a block is noticed after one to a few fast ticks (0.3-1.5 ms).
+    Sample,
+}
+
+impl Detector {
+    /// Parses `switch` or `sample` (the values of `CMWQ_DETECTOR`).
+    pub fn from_name(s: &str) -> Option<Detector> {
+        match s.trim() {
+            "switch" => Some(Detector::Switch),
+            "sample" => Some(Detector::Sample),
+            _ => None,
+        }
+    }
+
+    /// `switch` or `sample`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Detector::Switch => "switch",
+            Detector::Sample => "sample",
+        }
+    }
+}
 
 const PARKED: u8 = 0;
 const SLOW: u8 = 1;
@@ -72,16 +109,77 @@ pub(crate) struct Monitor {
     pools: Mutex<Vec<Arc<WorkerPool>>>,
     /// Set at shutdown.
     stop: crate::sync::AtomicBool,
+    /// The wait of the switch detector (`Detector::Switch`): the monitor waits on the
+    /// watched workers' switch events and on its own wake-up instead of `sleeper`.
+    poller: Option<Poller>,
+    /// The next worker's token in `poller`. Relaxed: a counter.
+    next_token: AtomicU64,
+    /// The workers with a switch event, by token: where the detector thread applies what a
+    /// ring says. Weak: an entry never keeps a pool or an event alive.
+    watched: Mutex<HashMap<u64, Watched>>,
+    /// The detector thread stopped on an error: sampling decides again.
+    detector_failed: crate::sync::AtomicBool,
+}
+
+/// A worker with a switch event, as the detector thread finds it from a token.
+#[derive(Debug)]
+struct Watched {
+    pool: crate::sync::Weak<WorkerPool>,
+    id: usize,
+    switch: crate::sync::Weak<WorkerSwitch>,
 }
 
 impl Monitor {
-    pub(crate) fn new() -> Monitor {
+    /// A monitor; with `switch`, one that detects blocking from context-switch records if the
+    /// kernel allows it here (a probe event opens on the calling thread).
+    pub(crate) fn new(switch: bool) -> Monitor {
+        let poller = if switch && SwitchEvent::open_current().is_ok() { Poller::new().ok() } else { None };
         Monitor {
             mode: AtomicU8::new(PARKED),
             sleeper: Sleeper::new(),
             pools: Mutex::new(Vec::new()),
             stop: crate::sync::AtomicBool::new(false),
+            poller,
+            next_token: AtomicU64::new(0),
+            watched: Mutex::new(HashMap::new()),
+            detector_failed: crate::sync::AtomicBool::new(false),
         }
+    }
+
+    /// The detector in effect.
+    pub(crate) fn detector(&self) -> Detector {
+        if self.poller.is_some() {
+            Detector::Switch
+        } else {
+            Detector::Sample
+        }
+    }
+
+    /// Opens the calling worker's switch event and registers it, disarmed, with the poller;
+    /// `None` with the sampling detector or where the event cannot be opened (that worker is
+    /// then sampled).
+    pub(crate) fn open_switch(&self, pool: &Arc<WorkerPool>, id: usize) -> Option<Arc<WorkerSwitch>> {
+        let poller = self.poller.as_ref()?;
+        let event = SwitchEvent::open_current().ok()?;
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let ws = Arc::new(WorkerSwitch::new(event, token));
+        ws.with_fd(|fd| poller.add(fd, token)).ok()?;
+        let w = Watched { pool: Arc::downgrade(pool), id, switch: Arc::downgrade(&ws) };
+        self.watched.lock().insert(token, w);
+        Some(ws)
+    }
+
+    /// Unregisters an exiting worker's switch event (before its fd closes).
+    pub(crate) fn close_switch(&self, ws: &WorkerSwitch) {
+        self.watched.lock().remove(&ws.token);
+        if let Some(p) = &self.poller {
+            ws.with_fd(|fd| p.remove(fd));
+        }
+    }
+
+    /// Wakes the monitor thread.
+    fn wake(&self) {
+        self.sleeper.notify();
     }
 
     pub(crate) fn add_pool(&self, pool: Arc<WorkerPool>) {
@@ -93,7 +191,7 @@ impl Monitor {
     #[inline]
     pub(crate) fn note_busy(&self) {
         if self.mode.load(Ordering::SeqCst) == PARKED && self.mode.swap(SLOW, Ordering::SeqCst) == PARKED {
-            self.sleeper.notify();
+            self.wake();
         }
     }
 
@@ -101,7 +199,7 @@ impl Monitor {
     #[inline]
     pub(crate) fn note_waiting(&self) {
         if self.mode.load(Ordering::SeqCst) != FAST && self.mode.swap(FAST, Ordering::SeqCst) != FAST {
-            self.sleeper.notify();
+            self.wake();
         }
     }
 
@@ -109,7 +207,11 @@ impl Monitor {
         self.stop.store(true, Ordering::SeqCst);
         // The pools point back at the runtime's environment, which owns this monitor.
         self.pools.lock().clear();
-        self.sleeper.notify();
+        self.watched.lock().clear();
+        self.wake();
+        if let Some(p) = &self.poller {
+            p.wake();
+        }
     }
 
     /// The monitor thread's body.
@@ -131,10 +233,20 @@ impl Monitor {
                 last_full = now;
             }
             let mut scan = Scan::default();
+            buf.want.clear();
             for p in &pools {
                 scan_pool(p, cfg, full, &mut buf, &mut scan);
             }
-            let interval = if scan.waiting {
+            self.arm_wanted(&mut buf);
+            let switch_ok = self.poller.is_some() && !self.detector_failed.load(Ordering::Relaxed);
+            let interval = if scan.waiting && switch_ok && !scan.needs_sampling {
+                // Every worker items wait behind is watched by its switch records: tick only
+                // for CPU time and hogs.
+                self.mode.store(FAST, Ordering::SeqCst);
+                fast = cfg.cm_min_tick;
+                quiet = 0;
+                Some(cfg.cm_tick)
+            } else if scan.waiting {
                 self.mode.store(FAST, Ordering::SeqCst);
                 if scan.acted {
                     fast = cfg.cm_min_tick;
@@ -179,6 +291,68 @@ impl Monitor {
             clock.wait_until(&self.sleeper, deadline);
         }
     }
+
+    /// The detector thread's body (`Detector::Switch`; docs/design.md §4.2): waits, with no
+    /// timeout, until an armed worker's ring has records (or `stop`), reads them, and applies
+    /// what they say under the worker's pool lock: `worker_sleeping` on a blocking switch-out,
+    /// `worker_running` on the switch-in of a worker marked sleeping. It runs at the default
+    /// priority, not the monitor's: a worker that blocks leaves its CPU free, so the detector
+    /// runs at once, while on a worker's preemption or switch-in it must not preempt the
+    /// worker (that would switch the worker out again and wake the detector again, forever).
+    pub(crate) fn run_detector(&self) {
+        let Some(poller) = &self.poller else { return };
+        let mut tokens = Vec::new();
+        let mut ready = Vec::new();
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if poller.wait(None, &mut tokens).is_err() {
+                // Cannot happen with a valid epoll set; the monitor then watches every worker
+                // by sampling (`needs_sampling`) rather than trusting records nobody reads.
+                self.detector_failed.store(true, Ordering::SeqCst);
+                return;
+            }
+            ready.clear();
+            {
+                let watched = self.watched.lock();
+                for t in &tokens {
+                    if let Some(w) = watched.get(t) {
+                        ready.push((w.pool.clone(), w.id, w.switch.clone()));
+                    }
+                }
+            }
+            for (pool, id, ws) in ready.drain(..) {
+                let (Some(pool), Some(ws)) = (pool.upgrade(), ws.upgrade()) else { continue };
+                let st = ws.drain();
+                let (_, wanted) = {
+                    let mut g = pool.lock_to_inspect();
+                    let r = g.worker_switched(id, &ws, st.seen, None);
+                    (r, g.switch_wanted(id))
+                };
+                if !wanted {
+                    // Idle, or nothing waits behind it: its records would wake us for nothing
+                    // until the monitor's next look (which arms it again if needed).
+                    ws.set_armed(poller, false);
+                }
+            }
+        }
+    }
+
+    /// Arms the poller for the workers this scan wants watched and disarms the others.
+    fn arm_wanted(&self, buf: &mut ScanBuf) {
+        let Some(p) = &self.poller else { return };
+        for ws in buf.armed.iter() {
+            if !buf.want.iter().any(|w| Arc::ptr_eq(w, ws)) {
+                ws.set_armed(p, false);
+            }
+        }
+        buf.armed.clear();
+        for ws in buf.want.iter() {
+            ws.set_armed(p, true);
+            buf.armed.push(ws.clone());
+        }
+    }
 }
 
 #[derive(Default)]
@@ -189,6 +363,9 @@ struct Scan {
     waiting: bool,
     /// This tick changed some worker's state.
     acted: bool,
+    /// Some worker that items wait behind is not watched by switch records (no event, or
+    /// its records were lost): the fast tick must sample it.
+    needs_sampling: bool,
 }
 
 fn peek_pool(pool: &Arc<WorkerPool>, scan: &mut Scan) {
@@ -237,12 +414,25 @@ struct Sample {
     now: u64,
     /// Its state is S or D (read only for counted workers whose clock stopped).
     asleep: bool,
+    /// Its switch event, if it has one.
+    switch: Option<Arc<WorkerSwitch>>,
+    /// Marked sleeping by the monitor at the snapshot.
+    marked: bool,
+    /// What its switch records say (`Seen::Unknown` without an event).
+    seen: Seen,
+    /// What that means for it (`Verdict::Sample` without an event).
+    verdict: Verdict,
 }
 
 /// Buffers reused from tick to tick, so a tick allocates nothing.
 #[derive(Default)]
 struct ScanBuf {
     samples: Vec<Sample>,
+    /// The workers this tick wants the poller armed for: those items wait behind, and those
+    /// marked sleeping (their switch-in says they run again).
+    want: Vec<Arc<WorkerSwitch>>,
+    /// The workers the poller is armed for now.
+    armed: Vec<Arc<WorkerSwitch>>,
 }
 
 /// One tick over one pool: snapshot the busy workers under the lock, read their clocks (and
@@ -250,6 +440,9 @@ struct ScanBuf {
 /// concurrency transitions (`worker_sleeping`, `worker_running`, `worker_hogged`). A `full`
 /// tick (every `cm_tick`) samples every busy worker for CPU time and hogs; a fast tick only
 /// looks at the counted and sleeping workers of a per-CPU pool where items wait.
+/// With the switch detector, a worker's switch records decide whether it sleeps or runs
+/// again (`switch::verdict`); the clock-and-state heuristic decides only for workers without
+/// records. The poller is armed for the workers it wants watched (`Monitor::arm_wanted`).
 fn scan_pool(pool: &Arc<WorkerPool>, cfg: &Knobs, full: bool, buf: &mut ScanBuf, scan: &mut Scan) {
     let cm = pool.is_cm();
     buf.samples.clear();
@@ -268,6 +461,7 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &Knobs, full: bool, buf: &mut ScanBuf,
             if !(full || w.counts || w.sleeping == Sleeping::Seen) {
                 return;
             }
+            let marked = w.sleeping == Sleeping::Seen;
             let same_item = w.mon.hog_valid && w.mon.seq == w.seq;
             let prev = w.mon.runtime;
             buf.samples.push(Sample {
@@ -278,17 +472,38 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &Knobs, full: bool, buf: &mut ScanBuf,
                 same_item,
                 now: 0,
                 asleep: false,
+                switch: w.switch.cloned(),
+                marked,
+                seen: Seen::Unknown,
+                verdict: Verdict::Sample,
             });
         });
     }
-    // Read the clocks, and the states of workers whose clock stopped, without the lock.
-    buf.samples.retain_mut(|s| match s.probe.runtime_ns() {
-        Some(rt) => {
-            s.now = rt;
-            s.asleep = cm && s.same_item && s.prev == Some(rt) && s.probe.is_sleeping();
-            true
+    // Read the rings, the clocks, and the states of unwatched workers whose clock stopped,
+    // without the lock.
+    let waiting = scan.waiting;
+    let (want, needs_sampling) = (&mut buf.want, &mut scan.needs_sampling);
+    buf.samples.retain_mut(|s| {
+        if let (true, Some(ws)) = (cm, &s.switch) {
+            s.seen = ws.drain().seen;
+            s.verdict = switch::verdict(s.seen, s.marked);
+
+            if s.marked || waiting {
+                want.push(ws.clone());
+            }
         }
-        None => false,
+        if cm && waiting && s.verdict == Verdict::Sample {
+            *needs_sampling = true;
+        }
+        match s.probe.runtime_ns() {
+            Some(rt) => {
+                s.now = rt;
+                s.asleep =
+                    cm && s.verdict == Verdict::Sample && s.same_item && s.prev == Some(rt) && s.probe.is_sleeping();
+                true
+            }
+            None => false,
+        }
     });
     let mut g = pool.lock_to_inspect();
     for s in &buf.samples {
@@ -301,23 +516,41 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &Knobs, full: bool, buf: &mut ScanBuf,
             mon.seq = s.seq;
             mon.hog_base = s.now;
             mon.hog_valid = true;
-            continue;
         }
         let mut hog_base = mon.hog_base;
         if !cm {
             continue;
         }
         let Some((counts, sleeping)) = g.worker_state(s.id) else { continue };
-        match sleeping {
-            Sleeping::No if counts && delta == 0 && s.asleep => {
-                scan.acted |= g.worker_sleeping(s.id, Sleeping::Seen);
+        if let (Some(ws), true) = (&s.switch, s.verdict != Verdict::Sample) {
+            // The switch records decide, at once (docs/design.md §4.2), through the same
+            // transition as the detector thread.
+            match g.worker_switched(s.id, ws, s.seen, Some(s.now)) {
+                Some(Verdict::Running) => {
+                    hog_base = s.now;
+                    scan.acted = true;
+                }
+                Some(Verdict::Sleeping) => scan.acted = true,
+                _ => {}
             }
-            Sleeping::Seen if delta > 0 => {
-                g.worker_running(s.id, Some(s.now));
-                hog_base = s.now;
-                scan.acted = true;
+        } else if !same_item {
+            // The clock heuristic needs two samples of one execution.
+            continue;
+        } else {
+            match sleeping {
+                Sleeping::No if counts && delta == 0 && s.asleep => {
+                    scan.acted |= g.worker_sleeping(s.id, Sleeping::Seen);
+                }
+                Sleeping::Seen if delta > 0 => {
+                    g.worker_running(s.id, Some(s.now));
+                    hog_base = s.now;
+                    scan.acted = true;
+                }
+                _ => {}
             }
-            _ => {}
+        }
+        if !same_item {
+            continue;
         }
         let thresh = cfg.cpu_intensive_thresh;
         let Some((counts, sleeping)) = g.worker_state(s.id) else { continue };
