@@ -198,10 +198,20 @@ impl SwitchEvent {
             .sample(SampleFlag::TIME)
             .clockid(Clock::MONOTONIC)
             .wakeup_watermark(1)
-            .enabled(true)
+            .enabled(false)
             .build()?
             .sampled(SWITCH_RING_BYTES)?;
         Ok(SwitchEvent { sampler })
+    }
+
+    /// Turns recording on or off (`PERF_EVENT_IOC_ENABLE` / `DISABLE`): a disabled event
+    /// writes no record and wakes no one, so its thread's switches cost next to nothing.
+    pub(crate) fn set_enabled(&mut self, on: bool) -> std::io::Result<()> {
+        if on {
+            self.sampler.enable()
+        } else {
+            self.sampler.disable()
+        }
     }
 
     /// Reads every record the ring holds, oldest first, as `(type, misc, body)`, and frees

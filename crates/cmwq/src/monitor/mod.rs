@@ -235,7 +235,7 @@ impl Monitor {
             let mut scan = Scan::default();
             buf.want.clear();
             for p in &pools {
-                scan_pool(p, cfg, full, &mut buf, &mut scan);
+                scan_pool(p, cfg, full, self.poller.as_ref(), &mut buf, &mut scan);
             }
             self.arm_wanted(&mut buf);
             let switch_ok = self.poller.is_some() && !self.detector_failed.load(Ordering::Relaxed);
@@ -333,25 +333,23 @@ impl Monitor {
                 if !wanted {
                     // Idle, or nothing waits behind it: its records would wake us for nothing
                     // until the monitor's next look (which arms it again if needed).
-                    ws.set_armed(poller, false);
+                    ws.disarm(poller);
                 }
             }
         }
     }
 
-    /// Arms the poller for the workers this scan wants watched and disarms the others.
+    /// Disarms the workers armed before that this scan no longer wants watched (`scan_pool`
+    /// armed the wanted ones).
     fn arm_wanted(&self, buf: &mut ScanBuf) {
         let Some(p) = &self.poller else { return };
         for ws in buf.armed.iter() {
             if !buf.want.iter().any(|w| Arc::ptr_eq(w, ws)) {
-                ws.set_armed(p, false);
+                ws.disarm(p);
             }
         }
         buf.armed.clear();
-        for ws in buf.want.iter() {
-            ws.set_armed(p, true);
-            buf.armed.push(ws.clone());
-        }
+        buf.armed.extend(buf.want.iter().cloned());
     }
 }
 
@@ -418,6 +416,8 @@ struct Sample {
     switch: Option<Arc<WorkerSwitch>>,
     /// Marked sleeping by the monitor at the snapshot.
     marked: bool,
+    /// Counted toward `nr_running` at the snapshot (no NOT_RUNNING flag).
+    counts: bool,
     /// What its switch records say (`Seen::Unknown` without an event).
     seen: Seen,
     /// What that means for it (`Verdict::Sample` without an event).
@@ -443,9 +443,17 @@ struct ScanBuf {
 /// With the switch detector, a worker's switch records decide whether it sleeps or runs
 /// again (`switch::verdict`); the clock-and-state heuristic decides only for workers without
 /// records. The poller is armed for the workers it wants watched (`Monitor::arm_wanted`).
-fn scan_pool(pool: &Arc<WorkerPool>, cfg: &Knobs, full: bool, buf: &mut ScanBuf, scan: &mut Scan) {
+fn scan_pool(
+    pool: &Arc<WorkerPool>,
+    cfg: &Knobs,
+    full: bool,
+    poller: Option<&Poller>,
+    buf: &mut ScanBuf,
+    scan: &mut Scan,
+) {
     let cm = pool.is_cm();
     buf.samples.clear();
+    let pool_waiting;
     {
         let g = pool.lock_to_inspect();
         if !g.any_busy() {
@@ -454,6 +462,7 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &Knobs, full: bool, buf: &mut ScanBuf,
         scan.busy = true;
         let waiting = g.items_wait_behind_running();
         scan.waiting |= waiting;
+        pool_waiting = waiting;
         if !full && !waiting {
             return;
         }
@@ -474,6 +483,7 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &Knobs, full: bool, buf: &mut ScanBuf,
                 asleep: false,
                 switch: w.switch.cloned(),
                 marked,
+                counts: w.counts,
                 seen: Seen::Unknown,
                 verdict: Verdict::Sample,
             });
@@ -481,16 +491,17 @@ fn scan_pool(pool: &Arc<WorkerPool>, cfg: &Knobs, full: bool, buf: &mut ScanBuf,
     }
     // Read the rings, the clocks, and the states of unwatched workers whose clock stopped,
     // without the lock.
-    let waiting = scan.waiting;
+    let waiting = pool_waiting;
     let (want, needs_sampling) = (&mut buf.want, &mut scan.needs_sampling);
     buf.samples.retain_mut(|s| {
-        if let (true, Some(ws)) = (cm, &s.switch) {
-            s.seen = ws.drain().seen;
-            s.verdict = switch::verdict(s.seen, s.marked);
-
-            if s.marked || waiting {
+        if let (true, Some(ws), Some(p)) = (cm, &s.switch, poller) {
+            if s.marked || (waiting && s.counts) {
+                // Watch it: enable its event (a no-op if it is on) before reading its ring.
+                ws.set_armed(p, &s.probe);
                 want.push(ws.clone());
             }
+            s.seen = ws.drain().seen;
+            s.verdict = switch::verdict(s.seen, s.marked);
         }
         if cm && waiting && s.verdict == Verdict::Sample {
             *needs_sampling = true;

@@ -26,7 +26,7 @@ pub(crate) const MISC_SWITCH_OUT_PREEMPT: u16 = 1 << 14;
 const HEADER: usize = 8;
 
 use crate::sync::Mutex;
-use crate::sys::{Poller, SwitchEvent, SWITCH_RING_BYTES};
+use crate::sys::{Poller, SwitchEvent, ThreadProbe, SWITCH_RING_BYTES};
 
 /// One record of a switch ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,14 +207,41 @@ impl WorkerSwitch {
         *state
     }
 
-    /// Arms the poller for this event (its records wake the detector thread) or disarms it.
-    pub(super) fn set_armed(&self, poller: &Poller, on: bool) {
+    /// Watches this worker: enables its event (so its switches are recorded from now on),
+    /// reads its thread state once (a block before the enable leaves no record: `probe` says
+    /// S or D), and arms the poller, so its records wake the detector thread. A no-op if armed.
+    /// An event that cannot be enabled leaves the state unknown: sampling decides.
+    pub(super) fn set_armed(&self, poller: &Poller, probe: &ThreadProbe) {
         use std::os::fd::AsFd;
         let mut l = self.ring.lock();
-        if l.armed != on {
-            poller.arm(l.event.as_fd(), self.token, on);
-            l.armed = on;
+        if l.armed {
+            return;
         }
+        let RingLocked { event, state, armed } = &mut *l;
+        if event.set_enabled(true).is_err() {
+            return;
+        }
+        // Enabled first, looked second: a block after the enable leaves a record, one before
+        // it is seen in the state (and a record after the look, if any, comes later in order).
+        event.drain(|_, _, _| {});
+        *state = SwitchState { seen: if probe.is_sleeping() { Seen::Blocked } else { Seen::Running }, ..*state };
+        poller.arm(event.as_fd(), self.token, true);
+        *armed = true;
+    }
+
+    /// Stops watching this worker: disarms the poller and disables the event, so an idle or
+    /// unwatched worker's switches cost nothing (no record is written, no one is woken).
+    pub(super) fn disarm(&self, poller: &Poller) {
+        use std::os::fd::AsFd;
+        let mut l = self.ring.lock();
+        if !l.armed {
+            return;
+        }
+        let RingLocked { event, state, armed } = &mut *l;
+        poller.arm(event.as_fd(), self.token, false);
+        let _ = event.set_enabled(false);
+        state.seen = Seen::Unknown;
+        *armed = false;
     }
 
     /// Calls `f` with the event's fd (for the poller), under the ring lock.
