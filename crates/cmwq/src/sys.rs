@@ -245,7 +245,7 @@ pub(crate) struct Poller {
 }
 
 /// The eventfd's token in the epoll set.
-pub(crate) const WAKE_TOKEN: u64 = u64::MAX;
+const WAKE_TOKEN: u64 = u64::MAX;
 
 impl Poller {
     pub(crate) fn new() -> std::io::Result<Poller> {

@@ -15,13 +15,13 @@
 //! the latest state is unknown until the next switch record.
 
 /// `PERF_RECORD_LOST` (include/uapi/linux/perf_event.h).
-pub(crate) const PERF_RECORD_LOST: u32 = 2;
+const PERF_RECORD_LOST: u32 = 2;
 /// `PERF_RECORD_SWITCH`.
-pub(crate) const PERF_RECORD_SWITCH: u32 = 14;
+const PERF_RECORD_SWITCH: u32 = 14;
 /// `PERF_RECORD_MISC_SWITCH_OUT`: the thread was switched out (else in).
-pub(crate) const MISC_SWITCH_OUT: u16 = 1 << 13;
+const MISC_SWITCH_OUT: u16 = 1 << 13;
 /// `PERF_RECORD_MISC_SWITCH_OUT_PREEMPT`: switched out while still runnable (preempted).
-pub(crate) const MISC_SWITCH_OUT_PREEMPT: u16 = 1 << 14;
+const MISC_SWITCH_OUT_PREEMPT: u16 = 1 << 14;
 /// Size of `perf_event_header`.
 const HEADER: usize = 8;
 
@@ -30,7 +30,7 @@ use crate::sys::{Poller, SwitchEvent, ThreadProbe, SWITCH_RING_BYTES};
 
 /// One record of a switch ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SwitchRecord {
+enum SwitchRecord {
     /// Switched out; `preempted` if it was still runnable.
     Out { preempted: bool, time_ns: Option<u64> },
     /// Switched in.
@@ -45,7 +45,7 @@ impl SwitchRecord {
     /// Parses one record from its header's `ty` and `misc` and its body (the bytes after the
     /// header). A body too short for its type is read as far as it goes: a switch without its
     /// time, a loss of unknown size (counted as one).
-    pub(crate) fn parse(ty: u32, misc: u16, body: &[u8]) -> SwitchRecord {
+    fn parse(ty: u32, misc: u16, body: &[u8]) -> SwitchRecord {
         match ty {
             PERF_RECORD_SWITCH => {
                 let time_ns = read_u64(body, 0);
@@ -73,7 +73,7 @@ fn read_u64(body: &[u8], at: usize) -> Option<u64> {
 /// of bytes consumed. (The worker's ring is read record by record through `perf-event2`; this
 /// reads recorded sequences in the tests.)
 #[cfg(test)]
-pub(crate) fn parse_stream(bytes: &[u8], out: &mut Vec<SwitchRecord>) -> usize {
+fn parse_stream(bytes: &[u8], out: &mut Vec<SwitchRecord>) -> usize {
     let mut at = 0;
     while let Some(h) = bytes.get(at..at + HEADER) {
         let ty = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]);
@@ -109,16 +109,16 @@ pub(crate) enum Seen {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct SwitchState {
     /// What the last record said.
-    pub(crate) seen: Seen,
+    pub(super) seen: Seen,
     /// The time of the last blocking switch-out (CLOCK_MONOTONIC ns), if it had one.
-    pub(crate) blocked_at: Option<u64>,
+    blocked_at: Option<u64>,
     /// Records lost over the ring's life.
-    pub(crate) lost: u64,
+    lost: u64,
 }
 
 impl SwitchState {
     /// Applies one record, in ring order.
-    pub(crate) fn apply(&mut self, r: SwitchRecord) {
+    fn apply(&mut self, r: SwitchRecord) {
         match r {
             SwitchRecord::Out { preempted: true, .. } => self.seen = Seen::Preempted,
             SwitchRecord::Out { preempted: false, time_ns } => {

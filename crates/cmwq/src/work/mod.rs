@@ -45,7 +45,7 @@ struct WorkInner<F: ?Sized> {
 }
 
 /// What a delayed item's timer is erased to in its work (`workqueue::delayed::DelayedTimer`).
-pub(crate) type DelayedTimerAny = dyn Any + Send + Sync;
+type DelayedTimerAny = dyn Any + Send + Sync;
 
 /// The function type every work item is erased to.
 type WorkFn = dyn Fn(&Work) + Send + Sync + 'static;

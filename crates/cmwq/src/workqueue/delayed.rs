@@ -99,7 +99,7 @@ impl DelayedTimer {
     /// queue the item at once where it was aimed. If it is firing right now, wait until the
     /// callback has queued the item (`timer_delete_sync` waits for a running callback too).
     /// Returns whether it queued the item itself.
-    pub(crate) fn fire_now(self: &Arc<Self>, work: &Work) -> bool {
+    pub(super) fn fire_now(self: &Arc<Self>, work: &Work) -> bool {
         let armed = loop {
             let mut l = self.locked.lock();
             match &l.armed {

@@ -83,7 +83,7 @@ impl WqInfo {
     /// the workqueue and of the runtime at once; had the timer thread still held the
     /// workqueue, the runtime's last reference would have gone on the timer thread, and its
     /// shutdown would have tried to join that thread from itself (found by tests/shuttle.rs).
-    pub(crate) fn forget_armed(&self, key: ArmedKey) {
+    pub(super) fn forget_armed(&self, key: ArmedKey) {
         let removed = self.armed.lock().remove(&key);
         self.wake_destroyer();
         // The removed handles drop after the lock: a drop may run user destructors.

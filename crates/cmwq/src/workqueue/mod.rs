@@ -102,7 +102,7 @@ pub(crate) struct WqShared {
     /// lock.
     mutex: Mutex<WqLocked>,
     /// I: the runtime.
-    pub(crate) rt: Runtime,
+    rt: Runtime,
 }
 
 /// A workqueue. Cheap to clone; dropping the last handle destroys it (drains, then detaches
@@ -352,7 +352,7 @@ impl Workqueue {
 }
 
 /// Reports a refused queueing (the `bool` calls' warning; the `try_` calls return the error).
-pub(crate) fn warn(e: &Error) -> bool {
+fn warn(e: &Error) -> bool {
     eprintln!("cmwq: queueing refused: {e}");
     false
 }
@@ -379,7 +379,7 @@ impl Work {
 
 impl WqShared {
     /// Checks a CPU number against the runtime.
-    pub(crate) fn check_cpu(&self, cpu: Option<usize>) -> Result<(), Error> {
+    fn check_cpu(&self, cpu: Option<usize>) -> Result<(), Error> {
         let nr_cpus = self.rt.nr_cpus();
         match cpu {
             Some(c) if c >= nr_cpus => Err(Error::InvalidCpu { cpu: c, nr_cpus }),
@@ -388,7 +388,7 @@ impl WqShared {
     }
 
     /// Refuses queueing from outside while draining or destroying (chained queueing passes).
-    pub(crate) fn check_accepting(&self) -> Result<(), Error> {
+    fn check_accepting(&self) -> Result<(), Error> {
         let destroying = self.info.destroying.load(Ordering::Acquire);
         let draining = self.info.nr_drainers.load(Ordering::Acquire) > 0;
         if (destroying || draining) && !self.is_chained() {
@@ -402,7 +402,7 @@ impl WqShared {
     /// queues. Upgraded from the weak link in its info for the caller's call only, so that
     /// items need not hold their workqueue (a cycle that kept it, its runtime and every thread
     /// alive after the last handle went: issue 9, bug 7).
-    pub(crate) fn of_current_item() -> Result<Arc<WqShared>, Error> {
+    fn of_current_item() -> Result<Arc<WqShared>, Error> {
         let owner = crate::debug::current_wq().ok_or(Error::NotInWorker)?;
         let info = owner.into_any().downcast::<WqInfo>().map_err(|_| Error::NotInWorker)?;
         // Gone only if its last handle was dropped from one of its own items (destroy then
@@ -410,7 +410,7 @@ impl WqShared {
         info.shared.upgrade().ok_or_else(|| Error::Destroyed { name: info.name.to_string() })
     }
 
-    pub(crate) fn queue_work(&self, cpu: Option<usize>, work: &Work) -> Result<bool, Error> {
+    fn queue_work(&self, cpu: Option<usize>, work: &Work) -> Result<bool, Error> {
         self.check_cpu(cpu)?;
         let state = work.state();
         if !state.try_claim_pending() {
@@ -483,7 +483,7 @@ impl WqShared {
     }
 
     /// Steps 3-5 of the module docs. The caller owns PENDING.
-    pub(crate) fn enqueue(&self, cpu: Option<usize>, work: Work) {
+    fn enqueue(&self, cpu: Option<usize>, work: Work) {
         let table = self.table.load();
         let pwq = table.local(cpu);
         // The non-reentrancy redirect: the item last ran in another pool and a worker there
