@@ -39,6 +39,7 @@ mod b6;
 mod b7;
 mod b8;
 mod b9;
+mod kdoc;
 pub mod measure;
 pub mod peers;
 mod s1;
@@ -48,7 +49,7 @@ use std::collections::BTreeMap;
 
 /// The workloads, in the order a full run takes them.
 pub const WORKLOADS: &[&str] =
-    &["b1", "b2", "b3", "b4", "b5", "b6-k0", "b6-k1", "b6-k4", "b7", "b8", "b9", "b11", "s1", "s2"];
+    &["b1", "b2", "b3", "b4", "b5", "b6-k0", "b6-k1", "b6-k4", "b7", "b8", "b9", "b11", "kdoc", "s1", "s2"];
 
 /// One measured number.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +130,7 @@ pub fn run(workloads: &[String], progress: &mut dyn FnMut(&str)) -> Result<Vec<R
             "b8" => b8::run(&mut report)?,
             "b9" => b9::run(&mut report)?,
             "b11" => b11::run(&mut report)?,
+            "kdoc" => kdoc::run(&mut report)?,
             "s1" => s1::run(&mut report)?,
             "s2" => s2::run(&mut report)?,
             _ => unreachable!("validated above"),

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: cmwq-bench [--json] [WORKLOAD...]   (workloads: b1 b2 b3 b4 b5 b6-k0 b6-k1 b6-k4 b7 b8 b9 b11 s1 s2)";
+    "usage: cmwq-bench [--json] [WORKLOAD...]   (workloads: b1 b2 b3 b4 b5 b6-k0 b6-k1 b6-k4 b7 b8 b9 b11 kdoc s1 s2)";
 
 fn main() -> ExitCode {
     let mut json = false;

@@ -99,7 +99,12 @@ fn child() {
         nix::unistd::setgid(nix::unistd::Gid::from_raw(65534)).expect("setgid");
         nix::unistd::setuid(nix::unistd::Uid::from_raw(65534)).expect("setuid");
     }
-    let rt = Runtime::builder().cpus(1).create_cooldown(Duration::from_millis(20)).build();
+    // Under an address-space cap 1 MiB above the current size, the switch detector's thread
+    // (which has nothing to do with forward progress) is one more thread whose
+    // ThreadSanitizer traces must fit in that slack, and in the TSan lane they did not: the
+    // address-space children run the sampling monitor. The NPROC children keep the default.
+    let detector = if let Cap::AddressSpace = cap { cmwq::Detector::Sample } else { cmwq::Detector::Switch };
+    let rt = Runtime::builder().cpus(1).create_cooldown(Duration::from_millis(20)).detector(detector).build();
     let build = |name: &str| {
         let b = rt.workqueue(name);
         if reclaim { b.mem_reclaim() } else { b }.build().unwrap()

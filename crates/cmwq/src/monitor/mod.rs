@@ -22,6 +22,13 @@
 //! thread states from `/proc/thread-self/stat`, opened by each worker for itself and re-read with
 //! `pread` (only when a clock stopped), all through safe crate APIs (`sys.rs`). Where these are unavailable,
 //! only the `blocking` hint manages concurrency.
+//!
+//! With the switch detector ([`Detector::Switch`], docs/design.md §4.2) the sleep rule above
+//! applies only to workers without switch records: the scan that finds items waiting behind a
+//! worker enables and arms that worker's switch event, and a second thread, the detector
+//! (`Monitor::run_detector`), applies what its records say the moment it blocks or runs again.
+//! The monitor still ticks for CPU time and hogs, at `cm_tick` while every waited-on worker is
+//! watched that way.
 
 pub(crate) mod switch;
 
