@@ -21,18 +21,31 @@ fn spin(d: Duration) {
 }
 
 /// The hint acts at once: on a manual clock the monitor never ticks, so only the hint can have
-/// started the second worker.
+/// started the second worker. The second item is queued while the first runs and before it
+/// enters the hint, and the hint comes only once the pool's reserve worker is on the idle
+/// list: otherwise the second item may start without a concurrency-management wake-up (queued
+/// after the hint's kick found nothing waiting, or taken by a reserve still awake from its
+/// creation), and `cm_wakeup` rightly stays 0 (a flake of 1 in about 40 runs before).
 #[test]
 fn blocking_hint_starts_another_worker_at_once() {
     let clock = ManualClock::new();
     let rt = Runtime::builder().cpus(1).clock(&clock).build();
     let wq = rt.workqueue("hint").build().unwrap();
-    let gate = Latch::new();
-    let g2 = gate.clone();
-    assert!(wq.spawn(move || cmwq::blocking(|| g2.wait())));
+    let (gate, entered, proceed) = (Latch::new(), Latch::new(), Latch::new());
+    let (g2, e2, p2) = (gate.clone(), entered.clone(), proceed.clone());
+    assert!(wq.spawn(move || {
+        e2.open();
+        p2.wait();
+        cmwq::blocking(|| g2.wait())
+    }));
+    wait_for_within("the first item running", Duration::from_secs(5), || entered.is_open());
     let second = Latch::new();
     let s2 = second.clone();
     assert!(wq.spawn(move || s2.open()));
+    let pool0 = || rt.pools().into_iter().find(|p| p.cpu == Some(0) && !p.highpri).expect("CPU 0's pool");
+    wait_for_within("the reserve worker idle", Duration::from_secs(5), || pool0().nr_idle >= 1);
+    assert!(!second.is_open(), "the second item must wait while the first runs");
+    proceed.open();
     wait_for_within("the second item while the first blocks in a hint", Duration::from_secs(5), || second.is_open());
     assert!(!gate.is_open());
     assert!(wq.stats().cm_wakeup >= 1, "{:?}", wq.stats());

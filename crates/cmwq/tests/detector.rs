@@ -33,7 +33,10 @@ fn the_detector_in_effect_is_visible_and_sampling_can_be_forced() {
 }
 
 /// Item A blocks (a latch wait: state S, no hint) while B waits behind it on a one-CPU pool:
-/// B must start while A still blocks, and count as a concurrency-management wake-up.
+/// B must start while A still blocks, and count as a concurrency-management wake-up. A spins
+/// (runnable, counted) until B is queued, so that B surely waits behind a running A first: a
+/// block noticed before B was queued would kick nobody, and B would then start without a
+/// concurrency-management wake-up.
 #[test]
 fn a_blocked_worker_is_replaced_without_a_hint() {
     for det in BOTH {
@@ -41,11 +44,15 @@ fn a_blocked_worker_is_replaced_without_a_hint() {
         let wq = rt.workqueue("blocked").build().unwrap();
         let gate = Latch::new();
         let (g, started) = (gate.clone(), Latch::new());
-        let s = started.clone();
+        let go = Arc::new(AtomicBool::new(false));
+        let (s, go2) = (started.clone(), go.clone());
         assert!(wq.queue_on(
             0,
             &cmwq::Work::new(move |_| {
                 s.open();
+                while !go2.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
                 g.wait();
             })
         ));
@@ -53,6 +60,7 @@ fn a_blocked_worker_is_replaced_without_a_hint() {
         let second = Latch::new();
         let s2 = second.clone();
         assert!(wq.queue_on(0, &cmwq::Work::new(move |_| s2.open())));
+        go.store(true, Ordering::Release);
         wait_for_within(
             &format!("B started while A blocks ({} detector in effect)", rt.detector().name()),
             Duration::from_secs(10),
