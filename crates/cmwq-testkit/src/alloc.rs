@@ -1,5 +1,5 @@
-//! Counting allocations, with `stats_alloc` (the workspace forbids `unsafe`, so no allocator
-//! code of its own).
+//! Counting allocations, with `stats_alloc` (the workspace lints admit no hand-written allocator,
+//! so there is none of our own).
 
 /// Makes `stats_alloc`'s instrumented system allocator the global allocator of the binary this
 /// is written in (at the top level of a test file), so that [`allocations`] counts. The count

@@ -79,7 +79,7 @@ mod tests {
 
     /// A job dropped without being run (a workqueue destroyed with it queued, a cancelled
     /// flood) drops what its closure captured exactly once, inline or boxed; under Miri this
-    /// also checks `stack_dst`'s unsafe storage (no double drop, no leak, no misaligned read).
+    /// also checks `stack_dst`'s raw inline storage (no double drop, no leak, no misaligned read).
     #[test]
     fn an_unrun_job_drops_its_captures_once() {
         let a = std::sync::Arc::new(0u64);
