@@ -244,6 +244,23 @@ pub(crate) struct Poller {
     wake: std::os::fd::OwnedFd,
 }
 
+/// The waiter's buffer for [`Poller::wait`], reused from wait to wait (a wait allocates nothing).
+pub(crate) struct PollBuf {
+    events: Vec<rustix::event::epoll::Event>,
+}
+
+impl std::fmt::Debug for PollBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollBuf").field("capacity", &self.events.capacity()).finish()
+    }
+}
+
+impl Default for PollBuf {
+    fn default() -> Self {
+        PollBuf { events: Vec::with_capacity(32) }
+    }
+}
+
 /// The eventfd's token in the epoll set.
 const WAKE_TOKEN: u64 = u64::MAX;
 
@@ -283,20 +300,26 @@ impl Poller {
     /// Waits until a registered fd is readable, [`Poller::wake`] is called, or `timeout`
     /// passes; returns the ready tokens in `out` (the wake token consumed and left out).
     /// An interrupted wait returns with nothing ready; any other error is returned.
-    pub(crate) fn wait(&self, timeout: Option<std::time::Duration>, out: &mut Vec<u64>) -> std::io::Result<()> {
+    pub(crate) fn wait(
+        &self,
+        timeout: Option<std::time::Duration>,
+        buf: &mut PollBuf,
+        out: &mut Vec<u64>,
+    ) -> std::io::Result<()> {
         use rustix::event::epoll;
         out.clear();
         let ts = timeout.map(|d| rustix::time::Timespec {
             tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: d.subsec_nanos() as _,
         });
-        let mut events: Vec<epoll::Event> = Vec::with_capacity(32);
-        match epoll::wait(&self.epoll, rustix::buffer::spare_capacity(&mut events), ts.as_ref()) {
+        let events = &mut buf.events;
+        events.clear();
+        match epoll::wait(&self.epoll, rustix::buffer::spare_capacity(events), ts.as_ref()) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        for e in &events {
+        for e in events.iter() {
             let t = e.data.u64();
             if t == WAKE_TOKEN {
                 let mut buf = [0u8; 8];

@@ -308,13 +308,14 @@ impl Monitor {
     /// worker (that would switch the worker out again and wake the detector again, forever).
     pub(crate) fn run_detector(&self) {
         let Some(poller) = &self.poller else { return };
+        let mut buf = crate::sys::PollBuf::default();
         let mut tokens = Vec::new();
         let mut ready = Vec::new();
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
-            if poller.wait(None, &mut tokens).is_err() {
+            if poller.wait(None, &mut buf, &mut tokens).is_err() {
                 // Cannot happen with a valid epoll set; the monitor then watches every worker
                 // by sampling (`needs_sampling`) rather than trusting records nobody reads.
                 self.detector_failed.store(true, Ordering::SeqCst);
@@ -427,8 +428,13 @@ struct Sample {
     counts: bool,
     /// What its switch records say (`Seen::Unknown` without an event).
     seen: Seen,
-    /// What that means for it (`Verdict::Sample` without an event).
-    verdict: Verdict,
+}
+
+impl Sample {
+    /// What its switch records mean for it (`Verdict::Sample` without an event or records).
+    fn verdict(&self) -> Verdict {
+        switch::verdict(self.seen, self.marked)
+    }
 }
 
 /// Buffers reused from tick to tick, so a tick allocates nothing.
@@ -492,7 +498,6 @@ fn scan_pool(
                 marked,
                 counts: w.counts,
                 seen: Seen::Unknown,
-                verdict: Verdict::Sample,
             });
         });
     }
@@ -508,16 +513,15 @@ fn scan_pool(
                 want.push(ws.clone());
             }
             s.seen = ws.drain().seen;
-            s.verdict = switch::verdict(s.seen, s.marked);
         }
-        if cm && waiting && s.verdict == Verdict::Sample {
+        if cm && waiting && s.verdict() == Verdict::Sample {
             *needs_sampling = true;
         }
         match s.probe.runtime_ns() {
             Some(rt) => {
                 s.now = rt;
                 s.asleep =
-                    cm && s.verdict == Verdict::Sample && s.same_item && s.prev == Some(rt) && s.probe.is_sleeping();
+                    cm && s.verdict() == Verdict::Sample && s.same_item && s.prev == Some(rt) && s.probe.is_sleeping();
                 true
             }
             None => false,
@@ -540,7 +544,7 @@ fn scan_pool(
             continue;
         }
         let Some((counts, sleeping)) = g.worker_state(s.id) else { continue };
-        if let (Some(ws), true) = (&s.switch, s.verdict != Verdict::Sample) {
+        if let (Some(ws), true) = (&s.switch, s.verdict() != Verdict::Sample) {
             // The switch records decide, at once (docs/design.md §4.2), through the same
             // transition as the detector thread.
             match g.worker_switched(s.id, ws, s.seen, Some(s.now)) {
