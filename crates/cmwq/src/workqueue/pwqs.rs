@@ -250,18 +250,24 @@ mod tests {
             }
         }
         let _open = OpenOnDrop(gate.clone());
-        let (ran, overlap, live) =
-            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        // `overlap`: some item found itself already running (each item has its own `live`
+        // count: different items may run at once, on different pwqs and CPUs).
+        let (ran, overlap) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
         // The blocker runs on CPU 0's old pwq until the gate opens.
         let blocker_in = Arc::new(AtomicBool::new(false));
-        let (g, bi, r) = (gate.clone(), blocker_in.clone(), ran.clone());
+        let (g, bi, r, o, l) =
+            (gate.clone(), blocker_in.clone(), ran.clone(), overlap.clone(), Arc::new(AtomicUsize::new(0)));
         let blocker = Work::new(move |_| {
+            if l.fetch_add(1, Ordering::SeqCst) > 0 {
+                o.store(true, Ordering::SeqCst);
+            }
             bi.store(true, Ordering::SeqCst);
             g.wait();
             r.fetch_add(1, Ordering::SeqCst);
+            l.fetch_sub(1, Ordering::SeqCst);
         });
         let item = |ran: &Arc<AtomicUsize>| {
-            let (r, o, l) = (ran.clone(), overlap.clone(), live.clone());
+            let (r, o, l) = (ran.clone(), overlap.clone(), Arc::new(AtomicUsize::new(0)));
             Work::new(move |_| {
                 if l.fetch_add(1, Ordering::SeqCst) > 0 {
                     o.store(true, Ordering::SeqCst);
@@ -312,7 +318,7 @@ mod tests {
         wait_for("the flush", || flushed.load(Ordering::SeqCst));
         flusher.join().unwrap();
         assert_eq!(ran.load(Ordering::SeqCst), 6 + 1 + 5 + 1, "every item ran, the blocker twice");
-        assert!(!overlap.load(Ordering::SeqCst));
+        assert!(!overlap.load(Ordering::SeqCst), "an item ran twice at once");
         // The retired pwqs are released (on the timer service) and their counters kept.
         wait_for("the retired pwqs to be released", || wq.pwqs().len() == 2);
         assert!(wq.pwqs().iter().all(|p| !p.retired));
